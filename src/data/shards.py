@@ -163,7 +163,9 @@ class ShardSetWriter:
         self.close()
 
 
-def write_shards(samples: Iterable[dict[str, Any]], out_dir: str | Path, **writer_kwargs: Any) -> dict[str, Any]:
+def write_shards(
+    samples: Iterable[dict[str, Any]], out_dir: str | Path, **writer_kwargs: Any
+) -> dict[str, Any]:
     """Write all `samples` with a ShardSetWriter and return the manifest."""
     with ShardSetWriter(out_dir, **writer_kwargs) as writer:
         for sample in samples:
@@ -175,7 +177,9 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """Parse `<out_dir>/manifest.json`."""
     path = Path(out_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_NAME} in {out_dir}; write the shards with ShardSetWriter/make_shards")
+        raise FileNotFoundError(
+            f"no {MANIFEST_NAME} in {out_dir}; write the shards with ShardSetWriter/make_shards"
+        )
     return json.loads(path.read_text())
 
 

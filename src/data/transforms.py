@@ -118,4 +118,8 @@ class PairedRandomResizedCrop:
         pixels = crop_resize(np.concatenate([reference[None], frames]), box, self.size, kind="pixels")
         pixels = pixels.mul_(2.0).sub_(1.0)
         pose_video = crop_resize(pose, box, self.size, kind="pose")
-        return pixels[0], pixels[1:].permute(1, 0, 2, 3).contiguous(), pose_video.permute(1, 0, 2, 3).contiguous()
+        return (
+            pixels[0],
+            pixels[1:].permute(1, 0, 2, 3).contiguous(),
+            pose_video.permute(1, 0, 2, 3).contiguous(),
+        )
