@@ -1,0 +1,70 @@
+"""Fixed evaluation clips from held-out videos: a reference frame, a pose sequence and the ground truth.
+
+Used for validation samples and the held-out proof. Each item: reference `c h w` in [-1, 1], pose
+`c t h w` in [0, 1], frames `c t h w` in [-1, 1], key; plus silhouette `t h w` bool and background
+`c h w` in [-1, 1] when the video carries them (the demo's generator knows both).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+
+def _to_tensor(
+    frames: np.ndarray, size: tuple[int, int], lo: float, hi: float, nearest: bool = False
+) -> torch.Tensor:
+    """`t h w c` uint8 -> `c t h w` float in [lo, hi] at `size` (h, w)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    if tuple(x.shape[-2:]) != tuple(size):
+        if nearest:
+            x = F.interpolate(x, size=size, mode="nearest")
+        else:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return (x * (hi - lo) + lo).permute(1, 0, 2, 3).contiguous()
+
+
+class HeldoutClips(Dataset):
+    def __init__(
+        self,
+        videos: list[dict],
+        num_frames: int,
+        stride: int,
+        size: tuple[int, int],
+        reference_index: int = 0,
+    ) -> None:
+        self.items = []
+        for video in videos:
+            total = len(video["frames"])
+            needed = (num_frames - 1) * stride + 1
+            if total < needed or reference_index >= total:
+                raise ValueError(
+                    f"held-out video {video['key']!r} has {total} frames; a clip of {num_frames} frames at stride "
+                    f"{stride} (and reference index {reference_index}) needs {max(needed, reference_index + 1)}. "
+                    "Lower evaluation.num_frames / stride or use longer videos."
+                )
+            self.items.append(video)
+        self.num_frames, self.stride, self.size = num_frames, stride, tuple(size)
+        self.reference_index = reference_index
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        video = self.items[index]
+        idx = np.arange(self.num_frames) * self.stride
+        item = {
+            "key": video["key"],
+            "reference": _to_tensor(
+                video["frames"][self.reference_index : self.reference_index + 1], self.size, -1, 1
+            )[:, 0],
+            "pose": _to_tensor(video["pose"][idx], self.size, 0, 1, nearest=True),
+            "frames": _to_tensor(video["frames"][idx], self.size, -1, 1),
+        }
+        if video.get("silhouette") is not None:
+            sil = torch.from_numpy(np.asarray(video["silhouette"])[idx]).float()[:, None]
+            item["silhouette"] = F.interpolate(sil, size=self.size, mode="nearest")[:, 0] > 0.5
+            item["background"] = _to_tensor(np.asarray(video["background"])[None], self.size, -1, 1)[:, 0]
+        return item

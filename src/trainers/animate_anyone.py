@@ -1,0 +1,250 @@
+"""Animate Anyone as a LightningModule: one class for both stages, chosen by `stage`.
+
+Stage "spatial" trains the denoising UNet, the ReferenceNet (minus its never-used tail) and the Pose
+Guider on single frames; stage "temporal" adds AnimateDiff motion modules and trains only them.
+Frozen parts (latent codec, CLIP image encoder, and in stage 2 everything but the motion modules) are
+kept out of the optimizer and out of checkpoints; they come back from their own weights on resume.
+Batches follow the data contract: pixel_values/pose `b c t h w`, reference `b c h w`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from src.models.samplers import cfg_combine, ddim_sample
+from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
+from src.trainers.weights_io import load_net_weights
+
+log = logging.getLogger(__name__)
+
+STAGES = ("spatial", "temporal")
+
+
+@dataclass
+class SamplingConfig:
+    """DDIM settings used for validation samples and the demo (Moore: 30 steps, CFG 3.5)."""
+
+    num_steps: int = 30
+    guidance_scale: float = 3.5
+    eta: float = 0.0
+
+
+class AnimateAnyoneModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        codec: nn.Module,
+        image_encoder: nn.Module,
+        noise: NoiseSchedule,
+        loss: DiffusionLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        stage: str = "spatial",
+        motion_adapter: Callable[[], nn.Module] | None = None,
+        zero_motion_proj_out: bool = True,
+        init_weights: str | None = None,
+        cond_drop_prob: float = 0.1,
+        warmup_steps: int = 0,
+        sampling: SamplingConfig | dict | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage={stage!r} is not one of {STAGES}.")
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
+        self.stage = stage
+        self.net = net
+        self.codec = codec.requires_grad_(False).eval()
+        self.image_encoder = image_encoder.requires_grad_(False).eval()
+        self.objective = DiffusionObjective(noise, loss)
+        self.noise_schedule = noise
+        self.optimizer_factory = optimizer
+        self.cond_drop_prob = cond_drop_prob
+        self.warmup_steps = warmup_steps
+        self.sampling = sampling if isinstance(sampling, SamplingConfig) else SamplingConfig(**(sampling or {}))
+        if init_weights:
+            load_net_weights(self.net, init_weights)
+        if stage == "temporal":
+            if motion_adapter is None:
+                raise ValueError(
+                    "stage=temporal needs model.motion_adapter (a diffusers folder, an AnimateDiff .ckpt, or a "
+                    "config to build one); see conf/model/animate_anyone.yaml."
+                )
+            if self.net.stage != "temporal":
+                self.net.enable_temporal(motion_adapter(), zero_proj_out=zero_motion_proj_out)
+        self.net.set_trainable(stage)
+        if gradient_checkpointing:
+            self.net.enable_gradient_checkpointing()
+        self.skipped_samples = 0
+
+    # ----------------------------------------------------------------------------------------- frozen parts
+    def train(self, mode: bool = True) -> AnimateAnyoneModule:
+        """Frozen encoders stay in eval mode whatever Lightning asks."""
+        super().train(mode)
+        self.codec.eval()
+        self.image_encoder.eval()
+        return self
+
+    def frozen_state_keys(self) -> set[str]:
+        trainable = {id(p) for p in self.net.trainable_parameters()}
+        names = set()
+        for name, param in self.named_parameters():
+            if id(param) not in trainable:
+                names.add(name)
+        return names
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Frozen weights are not saved: they are reloaded from their own files when the run is rebuilt."""
+        frozen = self.frozen_state_keys()
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k in frozen]:
+            del state[key]
+        checkpoint["frozen_keys_excluded"] = sorted(frozen)
+        checkpoint["stage"] = self.stage
+        checkpoint["skipped_samples"] = self.skipped_samples
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Put the frozen weights (already loaded at construction) back so the strict load checks the rest."""
+        if checkpoint.get("stage", self.stage) != self.stage:
+            raise ValueError(
+                f"checkpoint is from stage {checkpoint['stage']!r} but this run is stage {self.stage!r}; "
+                "point the stage at its own checkpoint directory."
+            )
+        current = self.state_dict()
+        for key in checkpoint.get("frozen_keys_excluded", []):
+            if key in current:
+                checkpoint["state_dict"][key] = current[key]
+        self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
+
+    # ----------------------------------------------------------------------------------------------- codec
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`b c t h w` pixels in [-1, 1] -> `b c t h w` latents, frame by frame through the codec."""
+        b, _, t = pixels.shape[:3]
+        frames = pixels.permute(0, 2, 1, 3, 4).flatten(0, 1)
+        latents = self.codec.encode(frames)
+        return latents.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        b, _, t = latents.shape[:3]
+        frames = latents.permute(0, 2, 1, 3, 4).flatten(0, 1)
+        pixels = self.codec.decode(frames)
+        return pixels.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4).clamp(-1, 1)
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pixels, pose, reference = batch["pixel_values"], batch["pose"], batch["reference"]
+        b = pixels.shape[0]
+        latents = self.encode_video(pixels)
+        with torch.no_grad():
+            reference_latents = self.codec.encode(reference)
+            clip_embeds = self.image_encoder(reference)
+        # Per-sample conditioning dropout, matching the unconditional branch at sampling time:
+        # a zero CLIP embedding and no reference tokens.
+        drop = torch.rand(b, device=pixels.device) < self.cond_drop_prob
+        clip_embeds = clip_embeds.masked_fill(drop[:, None, None], 0.0)
+        noise = self.objective.sample_noise(latents)
+        timesteps = self.objective.sample_timesteps(b, latents.device)
+        noisy = self.objective.add_noise(latents, noise, timesteps)
+        prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=~drop)
+        loss = self.objective.loss(prediction, self.objective.target(latents, noise, timesteps), timesteps)
+
+        skipped = int(batch["skipped"].sum()) if "skipped" in batch else 0
+        self.skipped_samples += skipped
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
+        return loss
+
+    def configure_optimizers(self):
+        params = self.net.trainable_parameters()
+        if not params:
+            raise RuntimeError(f"stage {self.stage!r} has no trainable parameters; check model config.")
+        optimizer = self.optimizer_factory(params)
+        if self.warmup_steps <= 0:
+            return optimizer
+        warmup = self.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def animate(
+        self,
+        reference: torch.Tensor,
+        pose: torch.Tensor,
+        num_steps: int | None = None,
+        guidance_scale: float | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """reference `b c h w` in [-1, 1] + pose `b c t h w` in [0, 1] -> video `b c t h w` in [-1, 1].
+
+        The ReferenceNet runs once for the whole sampling run; the unconditional branch of classifier-free
+        guidance gets a zero CLIP embedding and no reference tokens, exactly as in training dropout.
+        """
+        num_steps = num_steps or self.sampling.num_steps
+        scale = self.sampling.guidance_scale if guidance_scale is None else guidance_scale
+        eta = self.sampling.eta if eta is None else eta
+        b, _, t, h, w = pose.shape
+        reference_latents = self.codec.encode(reference)
+        clip_embeds = self.image_encoder(reference)
+        use_guidance = scale != 1.0
+        if use_guidance:
+            clip_in = torch.cat([torch.zeros_like(clip_embeds), clip_embeds])
+            reference_in = torch.cat([reference_latents, reference_latents])
+            use_reference = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
+            pose_in = torch.cat([pose, pose])
+        else:
+            clip_in, reference_in, pose_in = clip_embeds, reference_latents, pose
+            use_reference = torch.ones(b, dtype=torch.bool)
+        use_reference = use_reference.to(reference.device)
+        self.net.write_reference(reference_in, clip_in, use_reference)
+        pose_features = self.net.encode_pose(pose_in)
+
+        def model(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            if not use_guidance:
+                return self.net.denoise(x, timesteps, clip_in, pose_features)
+            out = self.net.denoise(torch.cat([x, x]), torch.cat([timesteps, timesteps]), clip_in, pose_features)
+            uncond, cond = out.chunk(2)
+            return cfg_combine(cond, uncond, scale)
+
+        latent_shape = (b, reference_latents.shape[1], t, *reference_latents.shape[-2:])
+        noise = torch.randn(latent_shape, generator=generator, device=reference.device, dtype=reference.dtype)
+        try:
+            latents = ddim_sample(
+                model,
+                noise,
+                self.noise_schedule.sampling_scheduler(),
+                num_steps,
+                eta=eta,
+                generator=generator,
+                progress=progress,
+            )
+        finally:
+            self.net.clear_reference()
+        return self.decode_video(latents)
+
+    # ----------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        generator = torch.Generator(device=batch["reference"].device).manual_seed(batch_idx)
+        video = self.animate(batch["reference"], batch["pose"], generator=generator)
+        target = batch["frames"]
+        from src.eval.animation_scores import video_psnr, video_ssim
+
+        self.log("val/psnr", video_psnr(video, target).mean(), batch_size=video.shape[0], sync_dist=True)
+        self.log("val/ssim", video_ssim(video, target).mean(), batch_size=video.shape[0], sync_dist=True)
+        self.last_validation_videos = {"generated": video, "batch": batch}
+
+
+def stage_weights_path(stage_dir: str | Path) -> Path:
+    """Where a finished stage leaves the weights the next stage starts from."""
+    return Path(stage_dir) / "final" / "net.safetensors"

@@ -1,0 +1,89 @@
+"""Callbacks built from `callbacks:` config: checkpoints, learning rate, throughput, sample videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig
+
+from src.data.video_io import write_mp4
+
+
+def to_uint8_frames(video: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """`c t h w` tensor in `value_range` -> `t h w c` uint8 (the on-disk layout)."""
+    lo, hi = value_range
+    x = ((video.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
+    return (x.permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def side_by_side(*videos: np.ndarray) -> np.ndarray:
+    return np.concatenate(videos, axis=2)
+
+
+class SampleVideoWriter(Callback):
+    """Writes validation samples as mp4 (pose | generated | ground truth) and logs them to W&B."""
+
+    def __init__(self, out_dir: Path, max_videos: int = 2, fps: int = 8) -> None:
+        self.out_dir = Path(out_dir)
+        self.max_videos = max_videos
+        self.fps = fps
+        self.written: list[str] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.is_global_zero or batch_idx * len(batch["key"]) >= self.max_videos:
+            return
+        videos = getattr(pl_module, "last_validation_videos", None)
+        if videos is None:
+            return
+        generated = videos["generated"]
+        paths = []
+        for i in range(min(len(batch["key"]), self.max_videos - batch_idx * len(batch["key"]))):
+            frames = side_by_side(
+                to_uint8_frames(batch["pose"][i], (0.0, 1.0)),
+                to_uint8_frames(generated[i]),
+                to_uint8_frames(batch["frames"][i]),
+            )
+            path = self.out_dir / f"step{trainer.global_step:07d}_{batch['key'][i]}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mp4(path, frames, fps=self.fps)
+            paths.append(str(path))
+        self.written.extend(paths)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_video("val/samples", paths, step=trainer.global_step, fps=[self.fps] * len(paths))
+
+
+def batch_size_of(batch: dict) -> int:
+    return int(batch["pixel_values"].shape[0])
+
+
+def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=str(stage_dir / "checkpoints"),
+            filename="step{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+            save_top_k=cfg.checkpoint.save_top_k,
+            monitor=None,
+            save_last=True,
+        )
+    ]
+    if cfg.get("learning_rate_monitor", False):
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cfg.get("throughput", False):
+        callbacks.append(ThroughputMonitor(batch_size_fn=batch_size_of))
+    if cfg.get("sample_videos"):
+        callbacks.append(
+            SampleVideoWriter(stage_dir / "samples", cfg.sample_videos.max_videos, cfg.sample_videos.fps)
+        )
+    return callbacks
+
+
+def find_callback(trainer: L.Trainer, cls: type) -> Callback | None:
+    return next((c for c in trainer.callbacks if isinstance(c, cls)), None)

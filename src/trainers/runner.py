@@ -1,0 +1,237 @@
+"""Runs an experiment's stages in order, each a Lightning fit, and writes the run's summary.json.
+
+Each stage's settings are `stages.<name>` merged over the root config, so stage 1 and stage 2 of Animate
+Anyone carry their own data, resolution, frames, batch, steps and learning rate. A stage whose final
+weights exist is done and is skipped on a rerun; an unfinished stage resumes from its `last.ckpt` with
+its step count intact. Everything lands in the Hydra run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.data.heldout_clips import HeldoutClips
+from src.data.pose_video_dataset import build_loader, build_pose_video_dataset, load_heldout_videos
+from src.trainers.animate_anyone import stage_weights_path
+from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
+from src.trainers.heldout import evaluate_heldout
+from src.trainers.loggers import build_loggers, finish_wandb
+from src.trainers.weights_io import load_net_weights, save_net_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    name: str
+    steps: int
+    final_loss: float | None
+    weights: str
+    checkpoint: str | None
+    samples: list[str] = field(default_factory=list)
+    resumed_from_step: int | None = None
+    skipped_samples: int = 0
+    wall_time_s: float = 0.0
+
+
+@dataclass
+class DataPaths:
+    train: list[str] | str | None
+    heldout: list[str] | str | None
+
+
+def stage_names(cfg: DictConfig) -> list[str]:
+    """All stages of the experiment in order, or the single one `stage` names."""
+    names = list(cfg.stages.keys()) if cfg.stages else []
+    if not names:
+        raise ValueError("the config has no `stages`; pick an experiment, e.g. experiment=animate_anyone_demo.")
+    if cfg.stage == "all":
+        return names
+    if cfg.stage not in names:
+        raise ValueError(f"stage={cfg.stage!r} is not one of this experiment's stages {names} (or 'all').")
+    return [cfg.stage]
+
+
+def stage_config(cfg: DictConfig, name: str) -> DictConfig:
+    """The root config with `stages.<name>` merged over it (model, data, trainer, global batch, ...)."""
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "stages"])
+    merged = OmegaConf.merge(base, cfg.stages[name])
+    OmegaConf.set_struct(merged, False)
+    return merged
+
+
+def resolve_data(cfg: DictConfig) -> DataPaths:
+    """Shard lists from config, generating the embedded demo data on first use when `data.demo` is set."""
+    if cfg.data.demo:
+        from src.data.demo_dataset import ensure_demo_shards
+
+        demo = ensure_demo_shards(Path(cfg.paths.cache) / "animate_anyone_demo", **OmegaConf.to_container(cfg.data.demo))
+        return DataPaths(train=demo.train, heldout=demo.heldout)
+    if not cfg.data.train_shards:
+        raise ValueError("data.train_shards is not set: point it at your shards (python -m src.data.make_shards).")
+    return DataPaths(train=cfg.data.train_shards, heldout=cfg.data.heldout_shards)
+
+
+def build_train_loader(cfg: DictConfig, shards, rank_seed: int):
+    d = cfg.data
+    dataset = build_pose_video_dataset(
+        shards,
+        num_frames=d.num_frames,
+        stride=d.stride,
+        margin=d.margin,
+        size=tuple(d.size),
+        crop_scale=tuple(d.crop_scale),
+        crop_ratio=tuple(d.crop_ratio),
+        seed=rank_seed,
+        resampled=True,
+        shuffle_buffer=d.shuffle_buffer,
+    )
+    return build_loader(
+        dataset,
+        batch_size=d.batch_size,
+        num_workers=d.num_workers,
+        batches_per_epoch=d.batches_per_epoch,
+        seed=rank_seed,
+    )
+
+
+def build_heldout_clips(shards, num_videos: int, num_frames: int, stride: int, size, reference_index: int) -> HeldoutClips:
+    videos = load_heldout_videos(shards, max_videos=num_videos)
+    return HeldoutClips(videos, num_frames=num_frames, stride=stride, size=tuple(size), reference_index=reference_index)
+
+
+def accumulation_steps(global_batch: int | None, per_device: int, world_size: int) -> int:
+    if not global_batch:
+        return 1
+    per_step = per_device * world_size
+    if global_batch % per_step:
+        raise ValueError(
+            f"global_batch_size={global_batch} is not a multiple of data.batch_size ({per_device}) x world size "
+            f"({world_size}) = {per_step}; change one of them."
+        )
+    return global_batch // per_step
+
+
+def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_weights: str | None) -> StageResult:
+    stage_dir = run_dir / name
+    weights = stage_weights_path(stage_dir)
+    done_file = stage_dir / "final" / "stage.json"
+    if weights.is_file() and done_file.is_file():
+        log.info("stage %s already finished (%s); skipping", name, weights)
+        return StageResult(**json.loads(done_file.read_text()))
+
+    started = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    module = instantiate(cfg.model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"))
+    loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, name)
+    callbacks = build_callbacks(cfg.callbacks, stage_dir)
+    trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
+    trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
+
+    train_loader = build_train_loader(cfg, data.train, rank_seed=cfg.seed + 1000 * trainer.global_rank)
+    val_loader = None
+    if data.heldout and cfg.data.val.num_videos > 0:
+        v = cfg.data.val
+        clips = build_heldout_clips(data.heldout, v.num_videos, v.num_frames, v.stride, cfg.data.size, v.reference_index)
+        val_loader = torch.utils.data.DataLoader(clips, batch_size=1, shuffle=False)
+
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    resumed_from = None
+    if last.is_file():
+        resumed_from = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0))
+        log.info("stage %s: resuming from %s (step %d)", name, last, resumed_from)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(last) if last.is_file() else None)
+    finish_wandb(loggers)
+    if trainer.interrupted:
+        raise RuntimeError(f"stage {name} was interrupted at step {trainer.global_step}; rerun to resume.")
+
+    writer = find_callback(trainer, SampleVideoWriter)
+    loss = trainer.callback_metrics.get("train/loss")
+    result = StageResult(
+        name=name,
+        steps=int(trainer.global_step),
+        final_loss=float(loss) if loss is not None else None,
+        weights=str(weights),
+        checkpoint=str(last) if last.is_file() else None,
+        samples=list(writer.written) if writer else [],
+        resumed_from_step=resumed_from,
+        skipped_samples=int(module.skipped_samples),
+        wall_time_s=round(time.time() - started, 1),
+    )
+    if trainer.is_global_zero:
+        save_net_weights(module.net, weights, stage=name, steps=str(result.steps))
+        done_file.write_text(json.dumps(asdict(result), indent=2))
+    trainer.strategy.barrier()
+    return result
+
+
+def run_heldout_evaluation(cfg: DictConfig, last_stage: str, weights: str, data: DataPaths, run_dir: Path) -> dict:
+    e = cfg.evaluation
+    stage_cfg = stage_config(cfg, last_stage)
+    clips = build_heldout_clips(data.heldout, e.num_videos, e.num_frames, e.stride, stage_cfg.data.size, e.reference_index)
+    L.seed_everything(cfg.seed, workers=True)
+    untrained = instantiate(stage_cfg.model, stage=last_stage, init_weights=None)
+    trained = instantiate(stage_cfg.model, stage=last_stage, init_weights=None)
+    load_net_weights(trained.net, weights)  # the whole container, motion modules included
+    models = {"trained": trained.eval(), "untrained": untrained.eval()}
+    fps = cfg.data.demo.fps if cfg.data.demo else 8
+    return evaluate_heldout(models, clips, run_dir / "heldout", e.seed, e.foreground_threshold, fps)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Runs the selected stages then the held-out evaluation; returns (and writes) the summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    selected = stage_names(cfg)
+    all_names = list(cfg.stages.keys())
+    data = resolve_data(cfg)
+    results: dict[str, StageResult] = {}
+    previous_weights: str | None = None
+    for name in all_names:
+        if name not in selected:
+            finished = stage_weights_path(run_dir / name)
+            if finished.is_file():
+                previous_weights = str(finished)
+            continue
+        scfg = stage_config(cfg, name)
+        init = previous_weights
+        if name != all_names[0] and init is None:
+            init = scfg.model.get("init_weights")
+            if not init:
+                raise FileNotFoundError(
+                    f"stage {name} starts from the previous stage's weights, but {stage_weights_path(run_dir / all_names[all_names.index(name) - 1])} "
+                    f"does not exist; run stage={all_names[all_names.index(name) - 1]} first in the same hydra.run.dir, or set "
+                    f"stages.{name}.model.init_weights to a weights file."
+                )
+        results[name] = run_stage(scfg, name, run_dir, data, init)
+        previous_weights = results[name].weights
+
+    summary = {
+        "experiment": cfg.run_name,
+        "run_dir": str(run_dir),
+        "stages_run": list(results),
+        "stages": {name: asdict(r) for name, r in results.items()},
+        "steps": {name: r.steps for name, r in results.items()},
+        "final_losses": {name: r.final_loss for name, r in results.items()},
+        "checkpoints": {name: r.checkpoint for name, r in results.items()},
+        "weights": {name: r.weights for name, r in results.items()},
+        "samples": [s for r in results.values() for s in r.samples],
+        "metrics": {},
+    }
+    if cfg.evaluation.get("heldout") and results and L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
+        last = list(results)[-1]
+        heldout = run_heldout_evaluation(cfg, last, results[last].weights, data, run_dir)
+        summary["metrics"]["heldout"] = heldout["scores"]
+        summary["heldout"] = heldout
+        summary["samples"] += heldout["videos"]
+    if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
