@@ -17,7 +17,9 @@ from torch import nn
 from .blocks import run_checkpointed
 
 
-def multi_head_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False) -> torch.Tensor:
+def multi_head_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False
+) -> torch.Tensor:
     """SDPA over ``[B, N, heads*d]`` projections; returns ``[B, N, heads*d]``."""
     q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)

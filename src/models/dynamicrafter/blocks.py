@@ -125,7 +125,9 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int) -> torch.Tensor:
-        return run_checkpointed(self, self.use_checkpoint, lambda a, b: self._forward(a, b, num_frames), x, emb)
+        return run_checkpointed(
+            self, self.use_checkpoint, lambda a, b: self._forward(a, b, num_frames), x, emb
+        )
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int) -> torch.Tensor:
         h = self.in_layers(x)

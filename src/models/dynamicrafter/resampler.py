@@ -53,7 +53,10 @@ def resampler_feed_forward(dim: int, mult: int = 4) -> nn.Sequential:
     """LayerNorm -> Linear (no bias) -> GELU -> Linear (no bias); keys ``0``, ``1``, ``3``."""
     inner_dim = int(dim * mult)
     return nn.Sequential(
-        nn.LayerNorm(dim), nn.Linear(dim, inner_dim, bias=False), nn.GELU(), nn.Linear(inner_dim, dim, bias=False)
+        nn.LayerNorm(dim),
+        nn.Linear(dim, inner_dim, bias=False),
+        nn.GELU(),
+        nn.Linear(inner_dim, dim, bias=False),
     )
 
 
@@ -106,8 +109,17 @@ class Resampler(nn.Module):
 def resampler_from_official_config(cfg: Mapping[str, Any], **overrides: Any) -> Resampler:
     """Build our Resampler from an official YAML's ``model.params.image_proj_stage_config.params``."""
     params = {**official_params(cfg, "resampler_from_official_config"), **overrides}
-    supported = ["dim", "depth", "dim_head", "heads", "num_queries", "embedding_dim", "output_dim", "ff_mult",
-                 "video_length"]
+    supported = [
+        "dim",
+        "depth",
+        "dim_head",
+        "heads",
+        "num_queries",
+        "embedding_dim",
+        "output_dim",
+        "ff_mult",
+        "video_length",
+    ]
     unknown = sorted(set(params) - set(supported))
     if unknown:
         raise ValueError(

@@ -28,7 +28,9 @@ class UNetStage(nn.ModuleList):
     Kept as a ModuleList so that keys are ``<stage>.<index>.<...>`` as in the official ``TimestepEmbedSequential``.
     """
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, num_frames: int
+    ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb, num_frames)
@@ -116,7 +118,9 @@ class DynamiCrafterUNet(nn.Module):
                     f"({_FIXED_FLAG_HINTS[name]}). Set it in the unet_config params."
                 )
         if context_dim is None:
-            raise ValueError("DynamiCrafterUNet: context_dim is required (the width of the text/image context tokens).")
+            raise ValueError(
+                "DynamiCrafterUNet: context_dim is required (the width of the text/image context tokens)."
+            )
         if num_heads == -1 and num_head_channels == -1:
             raise ValueError("DynamiCrafterUNet: set either num_heads or num_head_channels (both are -1).")
         if addition_attention and num_head_channels == -1:
@@ -189,7 +193,9 @@ class DynamiCrafterUNet(nn.Module):
         )
         if fs_condition:
             self.fps_embedding = nn.Sequential(
-                nn.Linear(model_channels, time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim)
+                nn.Linear(model_channels, time_embed_dim),
+                nn.SiLU(),
+                nn.Linear(time_embed_dim, time_embed_dim),
             )
             nn.init.zeros_(self.fps_embedding[-1].weight)
             nn.init.zeros_(self.fps_embedding[-1].bias)
@@ -277,7 +283,9 @@ class DynamiCrafterUNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     # ----------------------------------------------------------------------------------------------- helpers
-    def _per_batch(self, value: torch.Tensor | float | int, batch: int, name: str, device: torch.device) -> torch.Tensor:
+    def _per_batch(
+        self, value: torch.Tensor | float | int, batch: int, name: str, device: torch.device
+    ) -> torch.Tensor:
         """Turn a scalar or ``(B,)`` tensor into a ``(B,)`` tensor."""
         value = torch.as_tensor(value, device=device)
         if value.ndim == 0:
@@ -298,7 +306,9 @@ class DynamiCrafterUNet(nn.Module):
             return torch.cat([text, image], dim=1)
         return context.repeat_interleave(num_frames, dim=0)
 
-    def _embedding(self, timesteps: torch.Tensor, fs: torch.Tensor | float | int | None, x: torch.Tensor) -> torch.Tensor:
+    def _embedding(
+        self, timesteps: torch.Tensor, fs: torch.Tensor | float | int | None, x: torch.Tensor
+    ) -> torch.Tensor:
         """Timestep embedding plus (when ``fs_condition``) the frame-rate/stride embedding, ``[b, 4*model_channels]``."""
         b = x.shape[0]
         # Sinusoids in float32 as the official code, or float64 for a float64 model.
@@ -307,7 +317,9 @@ class DynamiCrafterUNet(nn.Module):
         emb = self.time_embed(timestep_embedding(t, self.model_channels, dtype=emb_dtype).to(x.dtype))
         if self.fs_condition:
             fs_t = self._per_batch(self.default_fs if fs is None else fs, b, "fs", x.device)
-            emb = emb + self.fps_embedding(timestep_embedding(fs_t, self.model_channels, dtype=emb_dtype).to(x.dtype))
+            emb = emb + self.fps_embedding(
+                timestep_embedding(fs_t, self.model_channels, dtype=emb_dtype).to(x.dtype)
+            )
         return emb
 
     # ----------------------------------------------------------------------------------------------- forward
