@@ -1,0 +1,122 @@
+"""Frozen latent codecs: images (N, 3, H, W) in [-1, 1] <-> latents (N, C, H/d, W/d).
+
+One interface for the real SD VAE and for a weight-free "tiny latent" used by the CPU demo, so trainers
+and samplers never know which one they hold. Callers wrap encode/decode in `torch.no_grad()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.models.weights import load_diffusers_model
+
+__all__ = ["LatentCodec", "PixelShuffleCodec", "VAECodec"]
+
+VAE_PUBLISHED_AT = (
+    "https://huggingface.co/stabilityai/sd-vae-ft-mse (diffusers folder: config.json + "
+    "diffusion_pytorch_model.safetensors), or the `vae` folder of an SD 1.5 diffusers repo"
+)
+
+
+class LatentCodec(nn.Module):
+    """Base class: `encode` (N,3,H,W) -> (N,latent_channels,H/downsample,W/downsample); `decode` inverts it."""
+
+    latent_channels: int
+    downsample: int
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{type(self).__name__}.encode expects images (N, 3, H, W), got {tuple(x.shape)}.")
+        h, w = x.shape[-2:]
+        if h % self.downsample or w % self.downsample:
+            raise ValueError(
+                f"{type(self).__name__}: image size {h}x{w} is not divisible by the codec's downsample factor "
+                f"{self.downsample}; resize or crop the data to a multiple of {self.downsample}."
+            )
+
+    def _check_latents(self, z: torch.Tensor) -> None:
+        if z.ndim != 4 or z.shape[1] != self.latent_channels:
+            raise ValueError(
+                f"{type(self).__name__}.decode expects latents (N, {self.latent_channels}, h, w), got {tuple(z.shape)}."
+            )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PixelShuffleCodec(LatentCodec):
+    """Weight-free space-to-depth codec (pixel_unshuffle); `decode(encode(x)) == x` exactly. For the CPU demo."""
+
+    def __init__(self, factor: int = 4) -> None:
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"PixelShuffleCodec factor must be >= 1, got {factor}.")
+        self.downsample = factor
+        self.latent_channels = 3 * factor * factor
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_images(x)
+        return F.pixel_unshuffle(x, self.downsample)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self._check_latents(z)
+        return F.pixel_shuffle(z, self.downsample)
+
+
+class VAECodec(LatentCodec):
+    """Frozen diffusers AutoencoderKL, loaded strictly from a local diffusers folder; latents are scaled.
+
+    `encode` returns `scaling_factor * z` with z a posterior sample (or its mode), `decode` divides by it.
+    `slice_size` (images per chunk) bounds peak memory for long videos.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        scaling_factor: float | None = None,
+        sample_posterior: bool = True,
+        config_key: str = "model.codec.path",
+        slice_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        self.vae = load_diffusers_model(AutoencoderKL, path, config_key, VAE_PUBLISHED_AT)
+        self.vae.requires_grad_(False).eval()
+        config = self.vae.config
+        self.scaling_factor = float(config.scaling_factor if scaling_factor is None else scaling_factor)
+        self.sample_posterior = sample_posterior
+        self.slice_size = slice_size
+        self.latent_channels = int(config.latent_channels)
+        self.downsample = 2 ** (len(config.block_out_channels) - 1)
+
+    def train(self, mode: bool = True) -> VAECodec:
+        """The VAE is frozen: it stays in eval mode whatever the parent module does."""
+        super().train(mode)
+        self.vae.eval()
+        return self
+
+    def _chunks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        size = self.slice_size or x.shape[0]
+        return list(x.split(size))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_images(x)
+        out = []
+        for chunk in self._chunks(x):
+            posterior = self.vae.encode(chunk.to(self.vae.dtype)).latent_dist
+            z = posterior.sample() if self.sample_posterior else posterior.mode()
+            out.append(z * self.scaling_factor)
+        return torch.cat(out)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self._check_latents(z)
+        out = [self.vae.decode(chunk.to(self.vae.dtype) / self.scaling_factor).sample for chunk in self._chunks(z)]
+        return torch.cat(out)
