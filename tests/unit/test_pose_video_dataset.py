@@ -224,3 +224,40 @@ def test_load_heldout_videos_strict_about_corrupt_samples(tmp_path) -> None:
     with pytest.raises(ValueError, match="broken"):
         load_heldout_videos(str(tmp_path))
     assert [v["key"] for v in load_heldout_videos(str(tmp_path), strict=False)] == ["fine"]
+
+
+def test_demo_shards_are_reused_disjoint_and_feed_the_pipeline(tmp_path) -> None:
+    from src.data.demo_characters import render_demo_video
+    from src.data.demo_dataset import ensure_demo_shards
+
+    kwargs = dict(num_train_videos=3, num_heldout_videos=2, num_frames=6, size=32, fps=8, samples_per_shard=2)
+    demo = ensure_demo_shards(tmp_path, **kwargs)
+    assert len(demo.train) == 2 and len(demo.heldout) == 1
+    stamp = demo.root / "stamp.json"
+    mtime = stamp.stat().st_mtime_ns
+    again = ensure_demo_shards(tmp_path, **kwargs)
+    assert again == demo and stamp.stat().st_mtime_ns == mtime  # reused, not regenerated
+    other = ensure_demo_shards(tmp_path, **{**kwargs, "seed": 1})
+    assert other.root != demo.root
+    assert not list(tmp_path.glob(".tmp-*"))  # temp folders are renamed or removed
+
+    train = load_heldout_videos(demo.train)
+    heldout = load_heldout_videos(demo.heldout)
+    assert len(train) == 3 and len(heldout) == 2
+    assert all("silhouette" in v and "background" in v for v in heldout)
+    assert not any("silhouette" in v for v in train)
+    train_characters = {v["meta"]["character_seed"] for v in train}
+    train_motions = {v["meta"]["motion_seed"] for v in train}
+    assert all(v["meta"]["character_seed"] not in train_characters for v in heldout)
+    assert all(v["meta"]["motion_seed"] not in train_motions for v in heldout)
+
+    video = heldout[0]
+    rendered = render_demo_video(
+        video["meta"]["character_seed"], video["meta"]["motion_seed"], 6, size=32, fps=8
+    )
+    assert np.abs(video["pose"].astype(int) - rendered.pose).mean() < 1.0  # skeleton colours survive
+    np.testing.assert_array_equal(video["silhouette"], rendered.silhouette)
+
+    dataset = build_pose_video_dataset(demo.train, num_frames=2, stride=2, size=(32, 32))
+    batch = next(iter(build_loader(dataset, batch_size=2, num_workers=0, batches_per_epoch=1, seed=0)))
+    assert batch["pixel_values"].shape == (2, 3, 2, 32, 32)

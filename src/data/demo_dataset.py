@@ -1,0 +1,208 @@
+"""The embedded Animate Anyone demo dataset: procedurally rendered characters packed as shards.
+
+`ensure_demo_shards` renders the videos once (deterministic in its arguments), writes train and
+held-out shard sets under `<root>/demo-<hash of the arguments>/`, and reuses them on later calls.
+Held-out videos use character seeds AND motion seeds that never occur in training, and carry
+`mask.npz` (silhouette + background) for evaluation. Videos are stored `t h w c` uint8 as
+yuv444p H.264 at a low CRF so the thin skeleton colours survive.
+
+    python -m src.data.demo_dataset --root data/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.data.demo_characters import render_demo_video
+from src.data.shards import ShardSetWriter, encode_npz
+from src.data.video_io import encode_mp4
+
+__all__ = ["DemoShards", "demo_seeds", "ensure_demo_shards", "main"]
+
+FORMAT_VERSION = 1
+STAMP_NAME = "stamp.json"
+DEMO_CRF = 4
+_SEED_BLOCK = 100_000  # each dataset seed owns [seed * block, (seed + 1) * block): train half, held-out half
+
+
+@dataclass(frozen=True)
+class DemoShards:
+    """Shard paths of a generated demo dataset."""
+
+    train: list[str]
+    heldout: list[str]
+    root: Path
+
+
+def demo_seeds(seed: int, num_train: int, num_heldout: int) -> dict[str, list[int]]:
+    """Character and motion seeds; held-out ones are disjoint from training ones by construction."""
+    half = _SEED_BLOCK // 2
+    if seed < 0 or num_train > half or num_heldout > half:
+        raise ValueError(
+            f"need seed >= 0 and at most {half} videos per split, got {seed}, {num_train}, {num_heldout}"
+        )
+    base = seed * _SEED_BLOCK
+    motion_base = base + 10**9  # motions live in another range than characters
+    return {
+        "train_characters": [base + i for i in range(num_train)],
+        "train_motions": [motion_base + i for i in range(num_train)],
+        "heldout_characters": [base + half + i for i in range(num_heldout)],
+        "heldout_motions": [motion_base + half + i for i in range(num_heldout)],
+    }
+
+
+def _demo_sample(key: str, character: int, motion: int, args: dict[str, Any], split: str) -> dict[str, Any]:
+    video = render_demo_video(character, motion, args["num_frames"], size=args["size"], fps=args["fps"])
+    encode = {"fps": args["fps"], "pix_fmt": "yuv444p", "crf": DEMO_CRF}
+    meta = {
+        **video.meta,
+        "character_seed": character,
+        "motion_seed": motion,
+        "num_frames": int(video.frames.shape[0]),
+        "fps": args["fps"],
+        "height": int(video.frames.shape[1]),
+        "width": int(video.frames.shape[2]),
+        "source": "demo",
+        "split": split,
+    }
+    sample = {
+        "__key__": key,
+        "mp4": encode_mp4(video.frames, **encode),
+        "pose.mp4": encode_mp4(video.pose, **encode),
+        "json": meta,
+    }
+    if split == "heldout":
+        sample["mask.npz"] = encode_npz(silhouette=video.silhouette.astype(bool), background=video.background)
+    return sample
+
+
+def _write_split(
+    out: Path, split: str, characters: list[int], motions: list[int], args: dict[str, Any]
+) -> None:
+    with ShardSetWriter(
+        out / split, prefix=split, maxcount=args["samples_per_shard"], creation_args=args
+    ) as writer:
+        for i, (character, motion) in enumerate(zip(characters, motions)):
+            writer.write(_demo_sample(f"{split}_{i:05d}", character, motion, args, split))
+
+
+def _shards_of(folder: Path) -> list[str] | None:
+    """Shard paths listed in a split's manifest, or None if anything is missing."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    paths = [str(folder / shard["path"]) for shard in manifest.get("shards", [])]
+    return paths if all(os.path.isfile(p) for p in paths) else None
+
+
+def _load(folder: Path, args: dict[str, Any]) -> DemoShards | None:
+    try:
+        stamp = json.loads((folder / STAMP_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    train, heldout = _shards_of(folder / "train"), _shards_of(folder / "heldout")
+    if stamp.get("args") != args or train is None or heldout is None:
+        return None
+    return DemoShards(train=train, heldout=heldout, root=folder)
+
+
+def ensure_demo_shards(
+    root: str | Path,
+    *,
+    num_train_videos: int = 96,
+    num_heldout_videos: int = 8,
+    num_frames: int = 24,
+    size: int = 64,
+    fps: int = 8,
+    seed: int = 0,
+    samples_per_shard: int = 32,
+) -> DemoShards:
+    """Return the demo shards for these arguments, generating them atomically on first use."""
+    if num_train_videos < 1 or num_heldout_videos < 1 or samples_per_shard < 1:
+        raise ValueError("num_train_videos, num_heldout_videos and samples_per_shard must all be >= 1")
+    args = {
+        "format_version": FORMAT_VERSION,
+        "num_train_videos": num_train_videos,
+        "num_heldout_videos": num_heldout_videos,
+        "num_frames": num_frames,
+        "size": size,
+        "fps": fps,
+        "seed": seed,
+        "samples_per_shard": samples_per_shard,
+        "crf": DEMO_CRF,
+    }
+    digest = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:10]
+    root = Path(root)
+    final = root / f"demo-{digest}"
+    existing = _load(final, args)
+    if existing is not None:
+        return existing
+    seeds = demo_seeds(seed, num_train_videos, num_heldout_videos)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-demo-{digest}-", dir=root))
+    try:
+        _write_split(tmp, "train", seeds["train_characters"], seeds["train_motions"], args)
+        _write_split(tmp, "heldout", seeds["heldout_characters"], seeds["heldout_motions"], args)
+        (tmp / STAMP_NAME).write_text(json.dumps({"args": args, "seeds": seeds}, indent=1))
+        if final.exists():  # stale or broken (the valid case returned above); another process may race us
+            if _load(final, args) is None:
+                shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if _load(final, args) is None:  # not a concurrent writer's finished copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    loaded = _load(final, args)
+    if loaded is None:
+        raise RuntimeError(
+            f"demo shards in {final} are incomplete after generation; delete the folder and retry"
+        )
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", required=True, help="folder that holds demo-<hash>/ datasets")
+    parser.add_argument("--num-train-videos", type=int, default=96)
+    parser.add_argument("--num-heldout-videos", type=int, default=8)
+    parser.add_argument("--num-frames", type=int, default=24)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples-per-shard", type=int, default=32)
+    args = parser.parse_args(argv)
+    shards = ensure_demo_shards(
+        args.root,
+        num_train_videos=args.num_train_videos,
+        num_heldout_videos=args.num_heldout_videos,
+        num_frames=args.num_frames,
+        size=args.size,
+        fps=args.fps,
+        seed=args.seed,
+        samples_per_shard=args.samples_per_shard,
+    )
+    print(f"demo dataset: {shards.root}")
+    for split, paths in (("train", shards.train), ("heldout", shards.heldout)):
+        manifest = json.loads((shards.root / split / "manifest.json").read_text())
+        print(f"  {split}: {manifest['total_samples']} videos in {len(paths)} shards")
+        for path in paths:
+            print(f"    {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
