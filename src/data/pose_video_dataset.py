@@ -42,6 +42,7 @@ __all__ = [
     "PoseVideoDataset",
     "PoseVideoLoader",
     "SampleError",
+    "TooManySkips",
     "build_loader",
     "build_pose_video_dataset",
     "collate_pose_video",

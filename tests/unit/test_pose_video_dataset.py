@@ -169,16 +169,28 @@ def test_simulated_ranks_get_equal_batch_counts(uneven_shards, monkeypatch, resa
         assert len(list(loader)) == 7
 
 
-def test_one_pass_splits_shards_disjointly_between_ranks(uneven_shards) -> None:
+@pytest.mark.parametrize("which", ["uneven_shards", "mixed_shard"])
+def test_one_pass_splits_data_disjointly_between_ranks(request, which) -> None:
+    """3 shards: split by shard; 1 shard (fewer than ranks): split by sample. Together: every sample once."""
     dataset = build_pose_video_dataset(
-        uneven_shards, num_frames=1, margin=3, size=(16, 16), resampled=False, shuffle_buffer=0
+        request.getfixturevalue(which),
+        num_frames=1,
+        margin=3,
+        size=(16, 16),
+        resampled=False,
+        shuffle_buffer=0,
     )
     keys = []
     for rank in range(2):
         dataset.set_state(epoch=0, rank=rank, world_size=2)
         keys.append([s["key"] for s in dataset])
-    assert set(keys[0]).isdisjoint(keys[1])
-    assert sorted(keys[0] + keys[1]) == [f"v{i}" for i in range(5)]
+    assert keys[0] and keys[1] and set(keys[0]).isdisjoint(keys[1])
+    expected = (
+        [f"v{i}" for i in range(5)]
+        if which == "uneven_shards"
+        else ["good0", "good1", "good2", "good3", "short"]
+    )
+    assert sorted(keys[0] + keys[1]) == expected
 
 
 def test_collate_matches_the_batch_format() -> None:
