@@ -154,6 +154,20 @@ def test_tiny_unet_matches_official_float64_reference(tiny) -> None:
 
 
 @needs_manifest
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+def test_low_precision_forward_stays_close_to_reference(tiny, dtype: torch.dtype, tolerance: float) -> None:
+    cfg, ref = tiny
+    unet = tiny_unet(cfg, ref).to(dtype)
+    inputs = ref["inputs"]
+    with torch.no_grad():
+        out = unet(
+            inputs["x"].to(dtype), inputs["timesteps"], context=inputs["context"].to(dtype), fs=inputs["fs"]
+        )
+    assert out.dtype == dtype
+    assert max_rel_err(out.double(), ref["output"]) <= tolerance
+
+
+@needs_manifest
 def test_float32_sinusoids_equal_official_bit_for_bit(tiny) -> None:
     _, ref = tiny
     inputs = ref["inputs"]
@@ -237,6 +251,16 @@ def test_missing_checkpoint_names_path_and_release(tmp_path: Path) -> None:
     assert str(missing) in message
     for repo in ("Doubiiu/DynamiCrafter", "Doubiiu/DynamiCrafter_512", "Doubiiu/DynamiCrafter_1024"):
         assert repo in message
+
+
+def test_pickled_objects_need_explicit_trust(tmp_path: Path) -> None:
+    import argparse
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"betas": torch.zeros(3)}, "hparams": argparse.Namespace(lr=1e-5)}, path)
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        load_official_checkpoint(path)
+    assert list(load_official_checkpoint(path, allow_pickle=True)) == ["betas"]
 
 
 def test_split_rejects_keys_of_unknown_submodels() -> None:

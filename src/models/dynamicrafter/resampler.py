@@ -6,9 +6,9 @@ latents attend to ``cat(image tokens, latents)`` in every layer (Perceiver style
 official ``image_proj_model`` keys.
 
 Numerics: the official layer computes ``softmax`` in float32 on half inputs. Here attention goes through
-``scaled_dot_product_attention`` on query/key/value cast to at least float32 (float64 stays float64), and the
-result is cast back to the input dtype. This is at least as precise as the official path; the layer is small
-(256 queries x 513 keys), so the float32 attention costs little.
+``scaled_dot_product_attention`` on query/key/value cast to at least float32 (float64 stays float64), with
+autocast disabled for that call so it cannot down-cast, and the result is cast back to the input dtype. This is
+at least as precise as the official path; the layer is small (256 queries x 513 keys), so it costs little.
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ class PerceiverAttention(nn.Module):
         k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)
         compute_dtype = torch.promote_types(q.dtype, torch.float32)
         q, k, v = (rearrange(t.to(compute_dtype), "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        with torch.autocast(
+            device_type=q.device.type, enabled=False
+        ):  # keep the float32 attention under autocast
+            out = F.scaled_dot_product_attention(q, k, v)
         out = rearrange(out, "b h n d -> b n (h d)").to(latents.dtype)
         return self.to_out(out)
 
