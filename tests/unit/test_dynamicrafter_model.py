@@ -448,6 +448,12 @@ def test_unsupported_and_unknown_config_flags_are_rejected() -> None:
         match=r"use_relative_position=True is not supported; supported: use_relative_position=False",
     ):
         unet_from_official_config({**base, "use_relative_position": True})
+    omitted = {k: v for k, v in base.items() if k != "use_relative_position"}
+    with pytest.raises(
+        ValueError, match="use_relative_position=True"
+    ):  # omitted means the official default True
+        unet_from_official_config(omitted)
+    assert isinstance(DynamiCrafterUNet(**omitted), DynamiCrafterUNet)
     with pytest.raises(ValueError, match="temporal_selfatt_only=False"):
         unet_from_official_config({**base, "temporal_selfatt_only": False})
     with pytest.raises(

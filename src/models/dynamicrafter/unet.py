@@ -66,6 +66,8 @@ class DynamiCrafterUNet(nn.Module):
 
     Constructor arguments are the official ``UNetModel``'s (same names and defaults) plus ``text_context_len``
     and ``image_tokens_per_frame`` (the official hard-coded 77 and 16). ``forward(x, timesteps, context, fs)``.
+    One default differs: ``use_relative_position`` is False (the official default True is not implemented);
+    :func:`unet_from_official_config` still reads an omitted flag as the official True and rejects it.
     """
 
     def __init__(
@@ -90,7 +92,7 @@ class DynamiCrafterUNet(nn.Module):
         temporal_conv: bool = False,
         tempspatial_aware: bool = False,
         temporal_attention: bool = True,
-        use_relative_position: bool = True,
+        use_relative_position: bool = False,
         use_causal_attention: bool = False,
         temporal_length: int | None = None,
         use_fp16: bool = False,
@@ -363,6 +365,7 @@ class DynamiCrafterUNet(nn.Module):
 def unet_from_official_config(cfg: Mapping[str, Any], **overrides: Any) -> DynamiCrafterUNet:
     """Build our UNet from an official YAML's ``model.params.unet_config.params`` (unknown keys are an error)."""
     params = {**official_params(cfg, "unet_from_official_config"), **overrides}
+    params.setdefault("use_relative_position", True)  # the official UNetModel default
     supported = [p for p in inspect.signature(DynamiCrafterUNet.__init__).parameters if p != "self"]
     unknown = sorted(set(params) - set(supported))
     if unknown:
