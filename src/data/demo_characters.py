@@ -16,7 +16,7 @@ import numpy as np
 
 from src.data.skeleton import draw_openpose_video
 
-__all__ = ["DemoVideo", "MOTIONS", "render_demo_video"]
+__all__ = ["DemoVideo", "MOTIONS", "describe_clothing", "motion_name", "render_demo_video"]
 
 MOTIONS: tuple[str, ...] = (
     "walk_in_place",
@@ -301,7 +301,9 @@ def _sample_motion(rng: np.random.Generator) -> dict:
         "both_arms": bool(rng.random() < 0.3),
         "yaw0_deg": float(yaw0),
         "sway": float(rng.uniform(0.0, 0.03)),
-        "drift": float(rng.uniform(0.25, 0.6)) if name == "walk_across" else float(rng.uniform(-0.08, 0.08)),
+        # walk_across: speed in body heights per second (clipped later so the walk stays in frame);
+        # other motions: amplitude of a slow sideways wander, in body heights
+        "drift": float(rng.uniform(0.15, 0.35)) if name == "walk_across" else float(rng.uniform(-0.08, 0.08)),
         "idle_seed": int(rng.integers(2**31)),
     }
 
@@ -410,7 +412,7 @@ def _motion_tracks(motion: dict, times: np.ndarray) -> tuple[dict[str, np.ndarra
     a["r_knee"] = np.maximum(a["r_knee"], 0)
     a["l_knee"] = np.maximum(a["l_knee"], 0)
     duration = max(times[-1], 1e-6)
-    drift = np.sign(np.sin(np.radians(motion["yaw0_deg"]))) * motion["drift"] * (times / duration - 0.5)
+    drift = np.sign(np.sin(np.radians(motion["yaw0_deg"]))) * motion["drift"] * (times - duration / 2)
     if name != "walk_across":
         drift = motion["drift"] * np.sin(np.pi * times / duration)  # small wander
     drift = drift + motion["sway"] * np.sin(ph)
@@ -832,6 +834,11 @@ def _check_args(character_seed: int, motion_seed: int, num_frames: int, size: in
         raise ValueError(f"size must be >= 16 px so the character is recognisable, got {size}.")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}.")
+
+
+def motion_name(motion_seed: int) -> str:
+    """The motion family that `render_demo_video(..., motion_seed, ...)` will use (cheap; for balancing datasets)."""
+    return _sample_motion(np.random.default_rng([int(motion_seed), 0x3071]))["name"]
 
 
 def render_demo_video(
