@@ -84,14 +84,16 @@ def _paint_windows(canvas: np.ndarray, origin: np.ndarray, inside: np.ndarray, c
     canvas[t_idx[ok], ys[ok], xs[ok]] = colour
 
 
-def _window_grid(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer window origins (T,2)=(y,x) covering [lo, hi] (T,2 as x,y) plus shared pixel offsets (h,1),(1,w)."""
-    lo_i = np.floor(lo).astype(np.int64)
-    size = np.ceil(hi - lo).astype(np.int64) + 2
-    h = int(size[:, 1].max())
-    w = int(size[:, 0].max())
+def _window_grid(
+    lo: np.ndarray, hi: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window origins (T,2)=(y,x) covering [lo, hi] (T,2 as x,y) clipped to the canvas, plus offsets (h,1),(1,w)."""
+    limit = np.array([width - 1, height - 1])
+    lo_i = np.clip(np.floor(lo), 0, limit).astype(np.int64)
+    hi_i = np.clip(np.ceil(hi), 0, limit).astype(np.int64)
+    size = hi_i - lo_i + 1
     origin = np.stack([lo_i[:, 1], lo_i[:, 0]], axis=1)
-    return origin, np.arange(h)[:, None], np.arange(w)[None, :]
+    return origin, np.arange(size[:, 1].max())[:, None], np.arange(size[:, 0].max())[None, :]
 
 
 def _fill_ellipses(
@@ -109,7 +111,7 @@ def _fill_ellipses(
     unit = np.where(half_len[:, None] > 0, axis / np.maximum(2.0 * half_len[:, None], 1e-12), [1.0, 0.0])
     half_len = np.maximum(half_len, 0.5)  # a zero-length limb still shows as a small blob
     reach = np.maximum(half_len, half_width)[:, None]
-    origin, oy, ox = _window_grid(centre - reach, centre + reach)
+    origin, oy, ox = _window_grid(centre - reach, centre + reach, *canvas.shape[1:3])
     dx = (ox[None] + origin[:, 1, None, None]) - centre[:, 0, None, None]
     dy = (oy[None] + origin[:, 0, None, None]) - centre[:, 1, None, None]
     along = dx * unit[:, 0, None, None] + dy * unit[:, 1, None, None]
@@ -127,7 +129,7 @@ def _fill_discs(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: n
         return
     frames = np.nonzero(valid)[0]
     centre = centre[frames]
-    origin, oy, ox = _window_grid(centre - radius, centre + radius)
+    origin, oy, ox = _window_grid(centre - radius, centre + radius, *canvas.shape[1:3])
     dx = (ox[None] + origin[:, 1, None, None]) - centre[:, 0, None, None]
     dy = (oy[None] + origin[:, 0, None, None]) - centre[:, 1, None, None]
     inside = dx**2 + dy**2 <= radius**2

@@ -60,6 +60,10 @@ def test_draw_openpose_skips_missing_and_low_score_points_and_ear_limbs() -> Non
     only_ears[[2, 16]] = [[10, 10], [50, 50]]  # shoulder-ear pair (limb 17) is never drawn
     img = draw_openpose(only_ears, 64, 64)
     assert img[30, 30].sum() == 0 and img.any()
+    far = np.full((18, 2), np.nan)
+    far[1], far[2] = (10, 10), (1e7, 10)  # a wild detection far off the canvas: clipped, not a huge window
+    img = draw_openpose(far, 64, 64, stickwidth=1)
+    np.testing.assert_array_equal(img[10, 12:], np.tile([153, 0, 0], (52, 1)))
 
 
 def test_draw_openpose_video_equals_per_frame_drawing_and_scales_width() -> None:
