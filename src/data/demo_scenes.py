@@ -213,19 +213,22 @@ def _object_texture(kind: str, u: np.ndarray, v: np.ndarray, period: float) -> n
     return np.zeros(u.shape, dtype=bool)
 
 
-def _trajectory(motion: str, rng: np.random.Generator, n: int, aspect: float) -> dict[str, np.ndarray]:
-    """Object centre (world units of frame height), scale, angle and camera offset per frame."""
+def _trajectory(
+    motion: str, rng: np.random.Generator, n: int, aspect: float, margin: float
+) -> dict[str, np.ndarray]:
+    """Object centre (world units of frame height), scale, angle and camera offset per frame; the object
+    stays `margin` inside the frame."""
     s = np.linspace(0.0, 1.0, n)
-    radius = rng.uniform(0.16, 0.25)
+    radius = rng.uniform(0.16, 0.25) * min(1.0, aspect)  # relative to the shorter side of the frame
     scale = np.ones(n)
     angle = np.full(n, rng.uniform(0, 2 * np.pi))
     cam = np.zeros(n)
     span = rng.uniform(0.25, 0.45)
     if motion in ("grows", "shrinks"):
         lo, hi = rng.uniform(0.6, 0.75), rng.uniform(1.3, 1.5)
-        radius = min(radius, 0.45 / hi)
+        radius = min(radius, 0.4 * min(1.0, aspect) / hi)
         scale = lo + (hi - lo) * s if motion == "grows" else hi + (lo - hi) * s
-    reach = radius * scale.max()
+    reach = radius * scale.max() + margin
     x0 = rng.uniform(reach, aspect - reach)
     y0 = rng.uniform(reach, 1 - reach)
     cx, cy = np.full(n, x0), np.full(n, y0)
@@ -298,7 +301,7 @@ def render_scene_clip(seed: int, num_frames: int, height: int, width: int, fps: 
     base = np.array(COLOURS[colour_name], float)
     second = base * 0.6 if base.mean() > 90 else base * 0.4 + 100
     period = rng.uniform(0.3, 0.5)
-    traj = _trajectory(motion, rng, num_frames, aspect)
+    traj = _trajectory(motion, rng, num_frames, aspect, margin=1.0 / height)
 
     # 2x2 supersampling for smooth object edges
     sy = ((np.arange(2 * height) + 0.5) / (2 * height))[:, None]

@@ -314,3 +314,12 @@ def test_scene_camera_pan_shifts_the_whole_view(motion: str) -> None:
 
 def test_scene_motions_all_reachable() -> None:
     assert {clip_motion(s) for s in range(300)} == set(SCENE_MOTIONS)
+
+
+@pytest.mark.parametrize("height,width", [(32, 48), (48, 24)])
+def test_scene_object_stays_inside_the_frame(height: int, width: int) -> None:
+    for seed in range(20):
+        masks = render_scene_clip(seed, 6, height, width).masks
+        assert masks.any(axis=(1, 2)).all(), "object missing from a frame"
+        border = masks[:, 0].any() or masks[:, -1].any() or masks[:, :, 0].any() or masks[:, :, -1].any()
+        assert not border, f"seed {seed}: object touches the frame border"
