@@ -53,14 +53,17 @@ class ClipImageEmbedder(nn.Module):
         return super().train(False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] images -> CLIP input: shortest side to image_size (bicubic, antialias), center crop, normalise."""
+        """[-1, 1] images -> CLIP input: shortest side to image_size (bicubic, antialias), center crop, normalise.
+
+        Crop offsets are floor((size_in - size) / 2), as transformers' CLIPImageProcessor computes them.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{type(self).__name__} expects images (N, 3, H, W) in [-1, 1], got {tuple(images.shape)}.")
         x = (images.float() + 1.0) / 2.0
         h, w = x.shape[-2:]
         size = self.image_size
-        scale = size / min(h, w)
-        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        # shortest side -> size, longer side truncated as transformers' CLIPImageProcessor and torchvision do
+        new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
         if (new_h, new_w) != (h, w):
             x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
         top, left = (new_h - size) // 2, (new_w - size) // 2

@@ -17,9 +17,11 @@ Two variants, chosen by config:
 - `injection="conv_in"` (default, public reproductions): block_channels (16, 32, 96, 256), 320 output
   channels (the UNet's first block width), features added to the output of the UNet's conv_in.
 - `injection="latent"` (paper): block_channels (16, 32, 64, 128), Gaussian init, out_channels = latent
-  channels, features added to the noisy latent. The paper's 4x4 kernels are not reproduced (3x3 here);
-  its four stride-2 convs would give 1/16 resolution, which cannot be added to the 1/8 latent, so this
-  keeps three downsamplings like the Open-AnimateAnyone "original" guider.
+  channels, features added to the noisy latent. The paper's "four convolution layers (4x4 kernels, 2x2
+  strides, 16/32/64/128 channels, Gaussian init)" is word for word the ControlNet paper's description of
+  its condition encoder, whose released implementation is exactly the 3x3 layout above; four stride-2
+  convs would also give 1/16 resolution, which cannot be added to the 1/8 latent. So 3x3 kernels and
+  three downsamplings are kept here too (as in the Open-AnimateAnyone "original" guider).
 """
 
 from __future__ import annotations
