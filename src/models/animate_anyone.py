@@ -106,7 +106,7 @@ class AnimateAnyoneNet(nn.Module):
 
     @property
     def stage(self) -> str:
-        """"spatial" until enable_temporal() was called, then "temporal"."""
+        """ "spatial" until enable_temporal() was called, then "temporal"."""
         return "temporal" if isinstance(self.denoising_unet, UNetMotionModel) else "spatial"
 
     def enable_temporal(self, adapter: MotionAdapter, zero_proj_out: bool = True) -> None:
@@ -142,7 +142,9 @@ class AnimateAnyoneNet(nn.Module):
             self.pose_guider.requires_grad_(True)
         else:
             if self.stage != "temporal":
-                raise RuntimeError("set_trainable('temporal') needs motion modules: call enable_temporal(adapter) first.")
+                raise RuntimeError(
+                    "set_trainable('temporal') needs motion modules: call enable_temporal(adapter) first."
+                )
             for name, param in self.denoising_unet.named_parameters():
                 param.requires_grad_("motion_modules" in name)
 
@@ -176,7 +178,9 @@ class AnimateAnyoneNet(nn.Module):
         self.bank.set_use_reference(use_reference)
         timesteps = torch.zeros(b, dtype=torch.long, device=reference_latents.device)
         dtype = self.reference_unet.dtype
-        self.reference_unet(reference_latents.to(dtype), timesteps, encoder_hidden_states=clip_embeds.to(dtype))
+        self.reference_unet(
+            reference_latents.to(dtype), timesteps, encoder_hidden_states=clip_embeds.to(dtype)
+        )
         if len(self.bank) != len(self.reference_layers):
             raise RuntimeError(
                 f"The reference UNet wrote {len(self.bank)} of {len(self.reference_layers)} bank entries; its attention "

@@ -30,7 +30,9 @@ class LatentCodec(nn.Module):
 
     def _check_images(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__}.encode expects images (N, 3, H, W), got {tuple(x.shape)}.")
+            raise ValueError(
+                f"{type(self).__name__}.encode expects images (N, 3, H, W), got {tuple(x.shape)}."
+            )
         h, w = x.shape[-2:]
         if h % self.downsample or w % self.downsample:
             raise ValueError(
@@ -118,5 +120,8 @@ class VAECodec(LatentCodec):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         self._check_latents(z)
-        out = [self.vae.decode(chunk.to(self.vae.dtype) / self.scaling_factor).sample for chunk in self._chunks(z)]
+        out = [
+            self.vae.decode(chunk.to(self.vae.dtype) / self.scaling_factor).sample
+            for chunk in self._chunks(z)
+        ]
         return torch.cat(out)

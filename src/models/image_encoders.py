@@ -58,7 +58,9 @@ class ClipImageEmbedder(nn.Module):
         Crop offsets are floor((size_in - size) / 2), as transformers' CLIPImageProcessor computes them.
         """
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__} expects images (N, 3, H, W) in [-1, 1], got {tuple(images.shape)}.")
+            raise ValueError(
+                f"{type(self).__name__} expects images (N, 3, H, W) in [-1, 1], got {tuple(images.shape)}."
+            )
         x = (images.float() + 1.0) / 2.0
         h, w = x.shape[-2:]
         size = self.image_size
@@ -98,10 +100,14 @@ class HFClipImageEmbedder(ClipImageEmbedder):
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         if (path is None) == (config is None):
-            raise ValueError("HFClipImageEmbedder needs exactly one of `path` (local folder) or `config` (dict).")
+            raise ValueError(
+                "HFClipImageEmbedder needs exactly one of `path` (local folder) or `config` (dict)."
+            )
         if path is not None:
             folder = require_file(path, config_key, HF_CLIP_PUBLISHED_AT)
-            vision_config = CLIPVisionConfig.from_json_file(str(require_file(folder / "config.json", config_key, HF_CLIP_PUBLISHED_AT)))
+            vision_config = CLIPVisionConfig.from_json_file(
+                str(require_file(folder / "config.json", config_key, HF_CLIP_PUBLISHED_AT))
+            )
             self.model = CLIPVisionModelWithProjection(vision_config)
             weights = find_weights_file(folder, ("model.safetensors", "pytorch_model.bin"))
             if weights is None:

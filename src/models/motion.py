@@ -117,20 +117,26 @@ def _indices(keys: list[str], pattern: str) -> list[int]:
 
 
 def infer_motion_adapter_config(
-    state_dict: dict[str, torch.Tensor], num_attention_heads: int = 8, norm_num_groups: int = 32,
+    state_dict: dict[str, torch.Tensor],
+    num_attention_heads: int = 8,
+    norm_num_groups: int = 32,
     max_seq_length: int = 32,
 ) -> dict:
     """MotionAdapter kwargs from a diffusers-named motion state dict (heads and groups are not in the shapes)."""
     keys = list(state_dict)
     down = _indices(keys, r"^down_blocks\.(\d+)\.")
     if not down:
-        raise WeightLoadError("No down_blocks.* motion modules in the checkpoint; it is not a motion adapter.")
+        raise WeightLoadError(
+            "No down_blocks.* motion modules in the checkpoint; it is not a motion adapter."
+        )
     channels, layers, transformer_layers = [], [], []
     for i in down:
         modules = _indices(keys, rf"^down_blocks\.{i}\.motion_modules\.(\d+)\.")
         channels.append(int(state_dict[f"down_blocks.{i}.motion_modules.0.norm.weight"].shape[0]))
         layers.append(len(modules))
-        transformer_layers.append(len(_indices(keys, rf"^down_blocks\.{i}\.motion_modules\.0\.transformer_blocks\.(\d+)\.")))
+        transformer_layers.append(
+            len(_indices(keys, rf"^down_blocks\.{i}\.motion_modules\.0\.transformer_blocks\.(\d+)\."))
+        )
     mid_modules = _indices(keys, r"^mid_block\.motion_modules\.(\d+)\.")
     pe = [v for k, v in state_dict.items() if k.endswith("pos_embed.pe")]
     config = {

@@ -38,20 +38,25 @@ class ReferenceBank:
 
     def __init__(self) -> None:
         self.entries: dict[str, torch.Tensor] = {}
-        self.use_reference: torch.Tensor | None = None
-        self.sealed = False
+        self._use_reference: torch.Tensor | None = None
         self._needs_mask = False
+        self.sealed = False
+
+    @property
+    def use_reference(self) -> torch.Tensor | None:
+        return self._use_reference
+
+    @use_reference.setter
+    def use_reference(self, value: torch.Tensor | None) -> None:
+        """Validate the per-sample flags and decide once (not in every attention layer) whether a mask is needed."""
+        if value is not None and (value.ndim != 1 or value.dtype != torch.bool):
+            raise ValueError(
+                f"use_reference must be a 1-D bool tensor (B,), got {value.dtype} {tuple(value.shape)}."
+            )
+        self._use_reference = value
+        self._needs_mask = value is not None and not bool(value.all())
 
     def set_use_reference(self, use_reference: torch.Tensor | None) -> None:
-        """Set the per-sample flags; the mask decision is made here once, not in every attention layer."""
-        if use_reference is not None:
-            if use_reference.ndim != 1 or use_reference.dtype != torch.bool:
-                raise ValueError(
-                    f"use_reference must be a 1-D bool tensor (B,), got {use_reference.dtype} {tuple(use_reference.shape)}."
-                )
-            self._needs_mask = not bool(use_reference.all())
-        else:
-            self._needs_mask = False
         self.use_reference = use_reference
 
     @property
@@ -69,7 +74,6 @@ class ReferenceBank:
     def clear(self) -> None:
         self.entries = {}
         self.use_reference = None
-        self._needs_mask = False
         self.sealed = False
 
     def __len__(self) -> int:
@@ -86,7 +90,9 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _self_attention_inputs(attn: Attention, hidden_states: torch.Tensor) -> tuple[torch.Tensor, int]:
     if attn.spatial_norm is not None or attn.group_norm is not None:
-        raise NotImplementedError("Reference attention processors do not support spatial_norm/group_norm attention.")
+        raise NotImplementedError(
+            "Reference attention processors do not support spatial_norm/group_norm attention."
+        )
     if hidden_states.ndim != 3:
         raise ValueError(f"Reference attention expects tokens (N, L, C), got {tuple(hidden_states.shape)}.")
     return hidden_states, hidden_states.shape[0]
@@ -106,7 +112,9 @@ def _finish(
         query = attn.norm_q(query)
     if attn.norm_k is not None:
         key = attn.norm_k(key)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=0.0, is_causal=False)
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attn_mask, dropout_p=0.0, is_causal=False
+    )
     out = out.transpose(1, 2).flatten(2).to(query.dtype)
     out = attn.to_out[1](attn.to_out[0](out))
     if attn.residual_connection:
@@ -217,12 +225,16 @@ def spatial_self_attention_names(unet: nn.Module) -> list[str]:
         if not isinstance(module, BasicTransformerBlock) or "motion_modules" in name.split("."):
             continue
         if module.only_cross_attention:
-            raise ValueError(f"{name}: only_cross_attention blocks have no self-attention to carry reference tokens.")
+            raise ValueError(
+                f"{name}: only_cross_attention blocks have no self-attention to carry reference tokens."
+            )
         names.append(f"{name}.attn1")
     return names
 
 
-def attach_reference_attention(reference_unet: nn.Module, denoising_unet: nn.Module, bank: ReferenceBank) -> list[str]:
+def attach_reference_attention(
+    reference_unet: nn.Module, denoising_unet: nn.Module, bank: ReferenceBank
+) -> list[str]:
     """Set write processors on the reference UNet and read processors on the denoising UNet; return the names.
 
     Layers are paired by module path (the two UNets share the SD layout), and the pairing must cover every
@@ -231,7 +243,9 @@ def attach_reference_attention(reference_unet: nn.Module, denoising_unet: nn.Mod
     ref_names = spatial_self_attention_names(reference_unet)
     den_names = spatial_self_attention_names(denoising_unet)
     if not ref_names:
-        raise ValueError("The reference UNet has no spatial self-attention layers (BasicTransformerBlock.attn1).")
+        raise ValueError(
+            "The reference UNet has no spatial self-attention layers (BasicTransformerBlock.attn1)."
+        )
     only_ref = sorted(set(ref_names) - set(den_names))
     only_den = sorted(set(den_names) - set(ref_names))
     if only_ref or only_den:
@@ -293,7 +307,9 @@ def unused_reference_parameter_names(reference_unet: nn.Module) -> set[str]:
     order = _ordered_stages(reference_unet)
     attention_stages = [i for i, stage in enumerate(order) if ".attentions." in stage]
     if not attention_stages:
-        raise ValueError("The reference UNet has no attention stages, so nothing is ever written to the bank.")
+        raise ValueError(
+            "The reference UNet has no attention stages, so nothing is ever written to the bank."
+        )
     last = attention_stages[-1]
     last_transformer = order[last]
     blocks = reference_unet.get_submodule(last_transformer).transformer_blocks

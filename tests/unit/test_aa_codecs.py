@@ -29,8 +29,13 @@ def test_pixel_shuffle_round_trip_is_exact() -> None:
 def vae_folder(tmp_path: Path) -> tuple[AutoencoderKL, Path]:
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16), latent_channels=4, norm_num_groups=8, sample_size=16, scaling_factor=0.5,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=16,
+        scaling_factor=0.5,
     )
     vae.save_pretrained(tmp_path / "vae")
     return vae, tmp_path / "vae"

@@ -14,7 +14,12 @@ from src.models.image_encoders import CLIP_MEAN, CLIP_STD, HFClipImageEmbedder, 
 from src.models.weights import WeightLoadError
 
 TINY_HF = dict(
-    hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
     projection_dim=16,
 )
 TINY_OPEN_CLIP = dict(

@@ -61,8 +61,13 @@ def _to_original_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
             out[f"{prefix}{block}attention_blocks.0.pos_encoder.pe"] = table
             out[f"{prefix}{block}attention_blocks.1.pos_encoder.pe"] = table.clone()
             continue
-        for new, old in (("attn1.", "attention_blocks.0."), ("attn2.", "attention_blocks.1."),
-                         ("norm1.", "norms.0."), ("norm2.", "norms.1."), ("norm3.", "ff_norm.")):
+        for new, old in (
+            ("attn1.", "attention_blocks.0."),
+            ("attn2.", "attention_blocks.1."),
+            ("norm1.", "norms.0."),
+            ("norm2.", "norms.1."),
+            ("norm3.", "ff_norm."),
+        ):
             rest = rest.replace(new, old)
         out[prefix + rest] = value
     return out
@@ -155,7 +160,9 @@ def test_original_checkpoint_missing_and_unexpected_keys(tmp_path: Path) -> None
     missing_key = "up_blocks.0.motion_modules.1.temporal_transformer.transformer_blocks.0.attention_blocks.1.to_v.weight"
     partial = {k: v for k, v in original.items() if k != missing_key}
     torch.save(partial, tmp_path / "partial.ckpt")
-    with pytest.raises(WeightLoadError, match="up_blocks.0.motion_modules.1.transformer_blocks.0.attn2.to_v.weight"):
+    with pytest.raises(
+        WeightLoadError, match="up_blocks.0.motion_modules.1.transformer_blocks.0.attn2.to_v.weight"
+    ):
         load_motion_adapter(tmp_path / "partial.ckpt", num_attention_heads=4, norm_num_groups=8)
     extra = dict(original)
     extra["down_blocks.0.motion_modules.0.temporal_transformer.extra_gate"] = torch.zeros(1)

@@ -10,13 +10,20 @@ from src.models.motion import build_motion_adapter
 from src.models.pose_guider import PoseGuider
 from src.models.reference_attention import unused_reference_parameter_names
 
-B, T, C, S = 2, 3, 4, 8  # batch, frames, latent channels, latent size; pose images are 2x larger (factor-2 guider)
+B, T, C, S = (
+    2,
+    3,
+    4,
+    8,
+)  # batch, frames, latent channels, latent size; pose images are 2x larger (factor-2 guider)
 
 
 def _net(injection: str = "conv_in", seed: int = 0) -> AnimateAnyoneNet:
     torch.manual_seed(seed)
     guider = PoseGuider(
-        block_channels=(8, 16), out_channels=32 if injection == "conv_in" else C, injection=injection,
+        block_channels=(8, 16),
+        out_channels=32 if injection == "conv_in" else C,
+        injection=injection,
         init="default" if injection == "conv_in" else "gaussian",
     )
     return AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider)
@@ -66,7 +73,11 @@ def test_zero_initialised_pose_guider_leaves_unet_output_unchanged(injection: st
 
 def test_pose_guider_width_is_checked() -> None:
     with pytest.raises(ValueError, match="out_channels=16"):
-        AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), PoseGuider(block_channels=(8, 16), out_channels=16))
+        AnimateAnyoneNet(
+            build_tiny_unet(S, C, C),
+            build_tiny_unet(S, C, C),
+            PoseGuider(block_channels=(8, 16), out_channels=16),
+        )
 
 
 def test_reference_changes_output_and_use_reference_false_removes_it() -> None:
@@ -88,7 +99,9 @@ def test_spatial_frames_are_independent_and_match_single_frame_calls() -> None:
     with torch.no_grad():
         out = net(**x)
         for f in range(3):
-            single = dict(x, noisy_latents=x["noisy_latents"][:, :, f : f + 1], pose=x["pose"][:, :, f : f + 1])
+            single = dict(
+                x, noisy_latents=x["noisy_latents"][:, :, f : f + 1], pose=x["pose"][:, :, f : f + 1]
+            )
             torch.testing.assert_close(out[:, :, f : f + 1], net(**single), rtol=0, atol=1e-5)
 
 
@@ -96,9 +109,13 @@ def test_temporal_stage_starts_equal_to_spatial_stage() -> None:
     net = _net()
     x = _inputs(frames=4)
     with torch.no_grad():
-        torch.nn.init.normal_(net.pose_guider.conv_out.weight, std=0.1)  # pose injection must survive inflation
+        torch.nn.init.normal_(
+            net.pose_guider.conv_out.weight, std=0.1
+        )  # pose injection must survive inflation
         spatial = net(**x)
-        net.enable_temporal(build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8))
+        net.enable_temporal(
+            build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8)
+        )
         assert net.stage == "temporal"
         assert isinstance(net.denoising_unet.conv_in, PoseInjectedConv2d)
         temporal = net(**x)
@@ -149,7 +166,9 @@ def test_set_trainable_temporal_marks_and_updates_only_motion_modules() -> None:
     net = _net()
     with pytest.raises(RuntimeError, match="enable_temporal"):
         net.set_trainable("temporal")
-    net.enable_temporal(build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8))
+    net.enable_temporal(
+        build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8)
+    )
     net.set_trainable("temporal")
     expected = {n for n, _ in net.named_parameters() if "motion_modules" in n}
     assert {n for n, p in net.named_parameters() if p.requires_grad} == expected
@@ -176,7 +195,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(temporal: bool) -> None
             net.enable_gradient_checkpointing()
         net.train()
         calls = []
-        attn1 = net.denoising_unet.get_submodule(net.reference_layers[-1])  # its input needs grad in both stages
+        attn1 = net.denoising_unet.get_submodule(
+            net.reference_layers[-1]
+        )  # its input needs grad in both stages
         attn1.register_forward_hook(lambda *_, calls=calls: calls.append(1))
         out = net(**_inputs(frames=2), use_reference=torch.tensor([True, False]))
         out.square().mean().backward()
@@ -202,5 +223,7 @@ def test_input_errors_are_explicit() -> None:
 def test_checkpointing_enabled_before_inflation_carries_over() -> None:
     net = _net()
     net.enable_gradient_checkpointing()
-    net.enable_temporal(build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8))
+    net.enable_temporal(
+        build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8)
+    )
     assert net.denoising_unet.is_gradient_checkpointing and net.reference_unet.is_gradient_checkpointing

@@ -37,7 +37,9 @@ def _run(attn: Attention, processor, x: torch.Tensor) -> torch.Tensor:
         return attn(x)
 
 
-def _manual_reference_attention(attn: Attention, x: torch.Tensor, ref: torch.Tensor, frames: int) -> torch.Tensor:
+def _manual_reference_attention(
+    attn: Attention, x: torch.Tensor, ref: torch.Tensor, frames: int
+) -> torch.Tensor:
     """Independent math: per frame, softmax(q [k_x; k_ref]^T / sqrt(d)) [v_x; v_ref], then to_out."""
     outs = []
     d = DIM // HEADS
@@ -105,7 +107,7 @@ def test_use_reference_false_samples_ignore_the_bank(attn: Attention) -> None:
     ref = torch.randn(b, length, DIM)
     bank = ReferenceBank()
     bank.entries[NAME] = ref
-    bank.set_use_reference(torch.tensor([True, False, True]))
+    bank.use_reference = torch.tensor([True, False, True])  # plain attribute assignment also decides the mask
     assert bank.needs_mask
     out = _run(attn, ReferenceReadProcessor(bank, NAME), x)
     plain = _run(attn, AttnProcessor2_0(), x)
@@ -166,21 +168,44 @@ def _unet(down: tuple[str, str], up: tuple[str, str], layers: int, transformer_l
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, down_block_types=down, up_block_types=up,
-        block_out_channels=(16, 32), layers_per_block=layers, cross_attention_dim=16, attention_head_dim=4,
-        norm_num_groups=8, transformer_layers_per_block=transformer_layers,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=(16, 32),
+        layers_per_block=layers,
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=8,
+        transformer_layers_per_block=transformer_layers,
     )
 
 
-CROSS_DOWN, CROSS_UP, PLAIN_DOWN, PLAIN_UP = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D", "DownBlock2D", "UpBlock2D"
+CROSS_DOWN, CROSS_UP, PLAIN_DOWN, PLAIN_UP = (
+    "CrossAttnDownBlock2D",
+    "CrossAttnUpBlock2D",
+    "DownBlock2D",
+    "UpBlock2D",
+)
 
 
 @pytest.mark.parametrize(
     "down,up,layers,transformer_layers",
     [
         ((CROSS_DOWN, CROSS_DOWN), (CROSS_UP, CROSS_UP), 1, 1),  # the tiny UNet layout
-        ((CROSS_DOWN, PLAIN_DOWN), (PLAIN_UP, CROSS_UP), 2, 2),  # SD-like, 2 transformer layers in the last one
-        ((PLAIN_DOWN, CROSS_DOWN), (CROSS_UP, PLAIN_UP), 1, 1),  # resnets and an upsampler after the last write
+        (
+            (CROSS_DOWN, PLAIN_DOWN),
+            (PLAIN_UP, CROSS_UP),
+            2,
+            2,
+        ),  # SD-like, 2 transformer layers in the last one
+        (
+            (PLAIN_DOWN, CROSS_DOWN),
+            (CROSS_UP, PLAIN_UP),
+            1,
+            1,
+        ),  # resnets and an upsampler after the last write
     ],
 )
 def test_unused_reference_parameters_match_backward(down, up, layers: int, transformer_layers: int) -> None:

@@ -76,7 +76,9 @@ def test_load_strict_reports_unexpected_and_shape_mismatch() -> None:
         load_strict(module, many, source="file.pt")
 
 
-@pytest.mark.parametrize("suffix,wrap", [(".bin", False), (".pt", False), (".ckpt", True), (".safetensors", False)])
+@pytest.mark.parametrize(
+    "suffix,wrap", [(".bin", False), (".pt", False), (".ckpt", True), (".safetensors", False)]
+)
 def test_state_dict_file_formats(tmp_path: Path, suffix: str, wrap: bool) -> None:
     state = {"a": torch.arange(3.0), "b.c": torch.ones(2, 2)}
     path = tmp_path / f"w{suffix}"
