@@ -53,7 +53,9 @@ class _VideoFeatureMetric(MergeableMetric):
     ) -> None:
         super().__init__(**kwargs)
         self.extractor = build_video_extractor(extractor, weights_path, weights_config_key, resize_method)
-        self.extractor.eval().requires_grad_(False)
+        self.extractor.eval()
+        for param in self.extractor.parameters():  # ScriptModules lack requires_grad_()
+            param.requires_grad_(False)
         self.extractor_name = extractor if isinstance(extractor, str) else type(extractor).__name__
         self.feature_dim = (
             feature_dim if feature_dim is not None else getattr(self.extractor, "num_features", None)

@@ -231,7 +231,9 @@ class I3DFeatureExtractor(nn.Module):
         self.torchscript = torchscript
         self.resize_method = resize_method
         self.min_frames = min_frames_for_i3d()
-        self.network.eval().requires_grad_(False)
+        self.network.eval()
+        for param in self.network.parameters():  # ScriptModules lack requires_grad_()
+            param.requires_grad_(False)
 
     def train(self, mode: bool = True) -> I3DFeatureExtractor:
         """The feature network always stays in eval mode (BatchNorm running statistics)."""
