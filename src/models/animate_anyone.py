@@ -11,6 +11,7 @@ Stage "spatial": the 2D denoising UNet runs on every frame independently. Stage 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
@@ -23,10 +24,15 @@ from src.models.reference_attention import (
     attach_reference_attention,
     unused_reference_parameter_names,
 )
+from src.models.weights import load_diffusers_model
 
-__all__ = ["AnimateAnyoneNet", "PoseInjectedConv2d", "build_tiny_unet"]
+__all__ = ["AnimateAnyoneNet", "PoseInjectedConv2d", "build_tiny_unet", "load_unet"]
 
 STAGES = ("spatial", "temporal")
+UNET_PUBLISHED_AT = (
+    "https://huggingface.co/lambdalabs/sd-image-variations-diffusers/tree/main/unet (what Moore-AnimateAnyone "
+    "stage 1 starts both UNets from), or the `unet` folder of an SD 1.5 diffusers repo"
+)
 
 
 class PoseInjectedConv2d(nn.Conv2d):
@@ -302,3 +308,8 @@ def build_tiny_unet(
         attention_head_dim=attention_head_dim,
         norm_num_groups=norm_num_groups,
     )
+
+
+def load_unet(path: str | Path, config_key: str = "model.net.reference_unet.path") -> UNet2DConditionModel:
+    """A UNet2DConditionModel from a local diffusers folder, loaded strictly (Hydra-friendly wrapper)."""
+    return load_diffusers_model(UNet2DConditionModel, path, config_key, UNET_PUBLISHED_AT)

@@ -8,6 +8,7 @@ pass the same [-1, 1] images they give the latent codec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +119,22 @@ class HFClipImageEmbedder(ClipImageEmbedder):
             state_dict = _drop_legacy_position_ids(load_state_dict_file(weights), self.model, str(weights))
             load_strict(self.model, state_dict, source=str(weights))
         else:
-            self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
+            self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**_plain(config)))
         self.model.requires_grad_(False).eval()
         self.embed_dim = int(self.model.config.projection_dim)
         self.image_size = int(image_size or self.model.config.image_size)
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values).image_embeds
+
+
+def _plain(obj: Any) -> Any:
+    """Hydra/OmegaConf containers -> plain dicts/lists (open_clip checks `isinstance(cfg, dict)`)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, Sequence) and not isinstance(obj, str):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def _drop_legacy_position_ids(
@@ -165,7 +175,7 @@ class OpenClipImageEmbedder(ClipImageEmbedder):
         import open_clip
 
         if model_config is not None:
-            clip = open_clip.CLIP(**model_config)
+            clip = open_clip.CLIP(**_plain(model_config))
         else:
             clip = open_clip.create_model(model_name, pretrained=None)
         self.visual = clip.visual

@@ -49,6 +49,13 @@ def test_hf_tiny_config_gives_one_projected_token() -> None:
     assert not embedder.training and not any(p.requires_grad for p in embedder.parameters())
 
 
+def test_omegaconf_configs_are_accepted() -> None:
+    from omegaconf import OmegaConf
+
+    assert HFClipImageEmbedder(config=OmegaConf.create(TINY_HF)).embed_dim == 16
+    assert OpenClipImageEmbedder(model_config=OmegaConf.create(TINY_OPEN_CLIP)).embed_dim == 16
+
+
 def test_hf_folder_loads_strictly(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_HF))

@@ -9,7 +9,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
-from src.models.animate_anyone import build_tiny_unet
+from src.models.animate_anyone import build_tiny_unet, load_unet
 from src.models.weights import (
     WeightLoadError,
     load_diffusers_model,
@@ -35,6 +35,14 @@ def test_saved_folder_loads_with_equal_weights(unet_folder) -> None:
     loaded = load_diffusers_model(UNet2DConditionModel, folder, "model.unet.path", PUBLISHED)
     for key, value in unet.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_load_unet_wrapper(unet_folder) -> None:
+    unet, folder = unet_folder
+    loaded = load_unet(folder)
+    assert torch.equal(loaded.conv_out.weight, unet.conv_out.weight)
+    with pytest.raises(FileNotFoundError, match="model.net.denoising_unet.path"):
+        load_unet(folder / "absent", config_key="model.net.denoising_unet.path")
 
 
 def test_removed_key_is_named(unet_folder) -> None:
