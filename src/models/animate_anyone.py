@@ -215,6 +215,11 @@ class AnimateAnyoneNet(nn.Module):
                 f"expected (B={b}, C', T={t}, h={h}, w={w}). The pose guider's downsample factor must equal the "
                 "latent codec's, and pose must have as many frames as the latents."
             )
+        if self.bank.batch_size not in (None, b):
+            raise ValueError(
+                f"The reference bank was written for batch {self.bank.batch_size} but denoise got batch {b}; call "
+                "write_reference with the same batch as denoise (with classifier-free guidance, both halves)."
+            )
         timesteps = timesteps.reshape(-1).expand(b) if timesteps.numel() == 1 else timesteps
         if timesteps.shape != (b,):
             raise ValueError(f"timesteps must have shape ({b},), got {tuple(timesteps.shape)}.")

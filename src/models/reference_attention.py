@@ -64,6 +64,11 @@ class ReferenceBank:
         """True when some samples must not see their reference tokens."""
         return self._needs_mask
 
+    @property
+    def batch_size(self) -> int | None:
+        """Batch of the written reference (B), or None for an empty bank."""
+        return next(iter(self.entries.values())).shape[0] if self.entries else None
+
     def write(self, name: str, tokens: torch.Tensor) -> None:
         if not self.sealed:
             self.entries[name] = tokens

@@ -216,6 +216,10 @@ def test_input_errors_are_explicit() -> None:
     wrong = torch.zeros(B, 32, T, S // 2, S // 2)
     with pytest.raises(ValueError, match="pose_features"):
         net.denoise(x["noisy_latents"], x["timesteps"], x["clip_embeds"], wrong)
+    net.write_reference(x["reference_latents"][:1], x["clip_embeds"][:1])
+    with pytest.raises(ValueError, match="written for batch 1"):
+        net.denoise(x["noisy_latents"], x["timesteps"], x["clip_embeds"], net.encode_pose(x["pose"]))
+    net.clear_reference()
     with pytest.raises(ValueError, match="clip_embeds"):
         net.write_reference(x["reference_latents"], torch.zeros(B, 32))
 
