@@ -112,7 +112,7 @@ class AnimateAnyoneNet(nn.Module):
 
     @property
     def stage(self) -> str:
-        """ "spatial" until enable_temporal() was called, then "temporal"."""
+        """Current stage: spatial until enable_temporal() was called, then temporal."""
         return "temporal" if isinstance(self.denoising_unet, UNetMotionModel) else "spatial"
 
     def enable_temporal(self, adapter: MotionAdapter, zero_proj_out: bool = True) -> None:
