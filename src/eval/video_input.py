@@ -23,10 +23,10 @@ def _check_channels(x: Tensor, channel_dim: int, name: str, layout: str) -> None
         )
 
 
-def _to_unit_float(x: Tensor, name: str) -> Tensor:
+def _to_unit_float(x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
     """uint8 -> /255; float -> checked to lie in [0, 1]; anything else is an error."""
     if x.dtype == torch.uint8:
-        return x.float() / 255.0
+        return x.to(dtype) / 255.0
     if not torch.is_floating_point(x):
         raise TypeError(
             f"{name} must be uint8 in [0, 255] or floating point in [0, 1], got dtype {x.dtype}. "
@@ -40,11 +40,11 @@ def _to_unit_float(x: Tensor, name: str) -> Tensor:
                 f"{name} is floating point, so it must lie in [0, 1], but its values span [{lo:.4g}, {hi:.4g}]. "
                 f"Map [-1, 1] outputs with `(x + 1) / 2`, or pass uint8 frames in [0, 255]."
             )
-    return x.float().clamp(0.0, 1.0)
+    return x.to(dtype).clamp(0.0, 1.0)
 
 
-def video_to_unit_float(videos: Tensor, name: str = "videos") -> Tensor:
-    """Validate a `(B, T, C, H, W)` video batch and return it as float32 in [0, 1]."""
+def video_to_unit_float(videos: Tensor, name: str = "videos", dtype: torch.dtype = torch.float32) -> Tensor:
+    """Validate a `(B, T, C, H, W)` video batch and return it as `dtype` (float32) in [0, 1]."""
     if not isinstance(videos, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (B, T, C, H, W), got {type(videos).__name__}."
@@ -55,11 +55,11 @@ def video_to_unit_float(videos: Tensor, name: str = "videos") -> Tensor:
             f"A single video needs a batch dim: `video[None]`."
         )
     _check_channels(videos, 2, name, "(B, T, C, H, W)")
-    return _to_unit_float(videos, name)
+    return _to_unit_float(videos, name, dtype)
 
 
-def image_to_unit_float(images: Tensor, name: str = "images") -> Tensor:
-    """Validate a `(B, C, H, W)` image batch and return it as float32 in [0, 1]."""
+def image_to_unit_float(images: Tensor, name: str = "images", dtype: torch.dtype = torch.float32) -> Tensor:
+    """Validate a `(B, C, H, W)` image batch and return it as `dtype` (float32) in [0, 1]."""
     if not isinstance(images, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}.")
     if images.ndim != 4:
@@ -68,7 +68,7 @@ def image_to_unit_float(images: Tensor, name: str = "images") -> Tensor:
             f"A single image needs a batch dim: `image[None]`."
         )
     _check_channels(images, 1, name, "(B, C, H, W)")
-    return _to_unit_float(images, name)
+    return _to_unit_float(images, name, dtype)
 
 
 def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
