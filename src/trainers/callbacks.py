@@ -59,7 +59,7 @@ class SampleVideoWriter(Callback):
 
 
 def batch_size_of(batch: dict) -> int:
-    return int(batch["pixel_values"].shape[0])
+    return len(batch["key"])
 
 
 def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
