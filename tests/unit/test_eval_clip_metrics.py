@@ -1,6 +1,9 @@
 """Fram-Acc and Tem-Con: arithmetic with a stand-in CLIP whose answers are known, FateZero preprocessing,
 a tiny open_clip model through the real interface and tokenizer, and the missing-checkpoint error."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import open_clip
 import pytest
@@ -14,6 +17,7 @@ from src.eval.clip_metrics import (
     FrameAccuracy,
     TemporalConsistency,
     fatezero_clip_preprocess,
+    load_clip_vit_b32,
 )
 from src.eval.weights import MissingWeightFileError
 
@@ -109,3 +113,21 @@ def test_prompt_count_mismatch_and_missing_checkpoint_are_clear_errors(tmp_path)
         metric.update(_frames("red", "red")[None], ["a red car", "x red"], ["a blue car"])
     with pytest.raises(MissingWeightFileError, match=r"eval\.clip_checkpoint.*ViT-B-32"):
         TemporalConsistency(checkpoint=tmp_path / "ViT-B-32.pt")
+
+
+_REAL_CLIP = Path(
+    os.environ.get(
+        "CLIP_VIT_B32", Path(os.environ.get("I2V_WEIGHTS_DIR", "~/.cache/i2v-weights")) / "ViT-B-32.pt"
+    )
+).expanduser()
+
+
+@pytest.mark.skipif(
+    not _REAL_CLIP.is_file(), reason=f"real CLIP ViT-B/32 checkpoint not found at {_REAL_CLIP}"
+)
+def test_real_clip_checkpoint_loads():
+    model, tokenizer = load_clip_vit_b32(_REAL_CLIP)
+    assert float(model.logit_scale.exp()) == pytest.approx(100.0, rel=1e-3)  # OpenAI's trained temperature
+    metric = TemporalConsistency(model=model, tokenizer=tokenizer)
+    metric.update(torch.rand(1, 1, 3, 64, 64).expand(1, 2, 3, 64, 64).contiguous())
+    assert float(metric.compute()) == pytest.approx(1.0, abs=1e-3)  # the 2 frames are identical

@@ -2,6 +2,8 @@
 laid out as DreamSim's cache (strict loads, LoRA merge, clear errors)."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +118,19 @@ def test_dreamsim_loader_errors_name_the_file_and_key(tmp_path):
         load_dreamsim_ensemble(tmp_path / "b", **TINY)
     with pytest.raises(ValueError, match="does not match"):  # a ViT-B/16 loader on tiny files
         load_dreamsim_ensemble(tmp_path / "b")
+
+
+_REAL_DREAMSIM = Path(
+    os.environ.get(
+        "DREAMSIM_DIR", Path(os.environ.get("I2V_WEIGHTS_DIR", "~/.cache/i2v-weights")) / "dreamsim"
+    )
+).expanduser()
+
+
+@pytest.mark.skipif(not _REAL_DREAMSIM.is_dir(), reason=f"real DreamSim folder not found at {_REAL_DREAMSIM}")
+def test_real_dreamsim_ensemble_loads_and_embeds():
+    ensemble = load_dreamsim_ensemble(_REAL_DREAMSIM)
+    image = torch.rand(1, 3, 256, 256)
+    assert ensemble(image).shape == (1, 768 + 512 + 512)
+    assert float(ensemble.distance(image, image)) == pytest.approx(0.0, abs=1e-5)
+    assert float(ensemble.distance(image, 1 - image)) > 0.05
