@@ -34,6 +34,7 @@ from src.data.clip_sampling import (
     sample_reference_and_target,
     sample_reference_index,
 )
+from src.data.decoded_cache import DecodedVideoCache
 from src.data.shards import list_shards
 from src.data.transforms import PairedRandomResizedCrop
 from src.data.video_io import decode_mp4, probe_mp4
@@ -165,6 +166,7 @@ class PoseVideoDataset(IterableDataset):
         resampled: bool = True,
         shuffle_buffer: int = 64,
         max_consecutive_skips: int = 1000,
+        decoded_cache_mb: int = 0,
     ) -> None:
         super().__init__()
         if num_frames < 1 or stride < 1 or margin < 0:
@@ -184,6 +186,7 @@ class PoseVideoDataset(IterableDataset):
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.transform = PairedRandomResizedCrop(self.size, crop_scale, crop_ratio)
         self.state = _IterState()
+        self.cache = DecodedVideoCache(int(decoded_cache_mb) * 2**20)
 
     def set_state(
         self, *, epoch: int, pass_index: int = 0, rank: int | None = None, world_size: int | None = None
@@ -251,14 +254,8 @@ class PoseVideoDataset(IterableDataset):
         targets = sample_clip_indices(num_frames, self.num_frames, self.stride, rng)
         return sample_reference_index(num_frames, rng), targets
 
-    def process(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """Decode, sample and crop one raw shard sample; raises on any defect (the caller skips it)."""
-        for entry in ("mp4", "pose.mp4"):
-            if entry not in raw:
-                raise SampleError(
-                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})"
-                )
-        video_info, pose_info = probe_mp4(raw["mp4"]), probe_mp4(raw["pose.mp4"])
+    @staticmethod
+    def _check_pair(video_info, pose_info) -> None:
         if video_info.num_frames != pose_info.num_frames:
             raise SampleError(
                 f"pose video has {pose_info.num_frames} frames but the video has {video_info.num_frames}"
@@ -268,6 +265,11 @@ class PoseVideoDataset(IterableDataset):
                 f"pose video is {pose_info.height}x{pose_info.width} but the video is "
                 f"{video_info.height}x{video_info.width}"
             )
+
+    def _decode_needed(self, raw: dict[str, Any], rng: np.random.Generator):
+        """Decodes only up to the last frame this sample needs (long videos, large datasets)."""
+        video_info, pose_info = probe_mp4(raw["mp4"]), probe_mp4(raw["pose.mp4"])
+        self._check_pair(video_info, pose_info)
         reference_index, targets = self._frame_indices(video_info.num_frames, rng)
         wanted = sorted(set(targets) | {reference_index})
         decoded = decode_mp4(raw["mp4"], wanted)
@@ -275,6 +277,36 @@ class PoseVideoDataset(IterableDataset):
         frames = decoded[[position[i] for i in targets]]
         reference = decoded[position[reference_index]]
         pose = decode_mp4(raw["pose.mp4"], targets)
+        return frames, pose, reference
+
+    def _from_cache(self, raw: dict[str, Any], rng: np.random.Generator):
+        """Decodes the whole video once and serves later draws from memory (data.decoded_cache_mb)."""
+        key = f"{raw.get('__url__', '')}:{raw['__key__']}"
+        cached = self.cache.get(key)
+        if cached is None:
+            video, pose = decode_mp4(raw["mp4"]), decode_mp4(raw["pose.mp4"])
+            if len(video) != len(pose) or video.shape[1:3] != pose.shape[1:3]:
+                raise SampleError(
+                    f"pose video is {len(pose)}x{pose.shape[1]}x{pose.shape[2]} (frames x h x w) but the video "
+                    f"is {len(video)}x{video.shape[1]}x{video.shape[2]}"
+                )
+            cached = (video, pose)
+            self.cache.put(key, cached)
+        video, pose = cached
+        reference_index, targets = self._frame_indices(len(video), rng)
+        return video[targets], pose[targets], video[reference_index]
+
+    def process(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Decode, sample and crop one raw shard sample; raises on any defect (the caller skips it)."""
+        for entry in ("mp4", "pose.mp4"):
+            if entry not in raw:
+                raise SampleError(
+                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})"
+                )
+        if self.cache.enabled:
+            frames, pose, reference = self._from_cache(raw, rng)
+        else:
+            frames, pose, reference = self._decode_needed(raw, rng)
         reference_t, pixel_values, pose_t = self.transform(reference, frames, pose, rng)
         return {"pixel_values": pixel_values, "pose": pose_t, "reference": reference_t, "key": raw["__key__"]}
 
@@ -292,6 +324,7 @@ def build_pose_video_dataset(
     resampled: bool = True,
     shuffle_buffer: int = 64,
     max_consecutive_skips: int = 1000,
+    decoded_cache_mb: int = 0,
 ) -> PoseVideoDataset:
     """Resolve `shards` (folder, glob, brace pattern or list) and build the training dataset."""
     return PoseVideoDataset(
@@ -306,6 +339,7 @@ def build_pose_video_dataset(
         resampled=resampled,
         shuffle_buffer=shuffle_buffer,
         max_consecutive_skips=max_consecutive_skips,
+        decoded_cache_mb=decoded_cache_mb,
     )
 
 

@@ -94,6 +94,7 @@ def build_train_loader(cfg: DictConfig, shards, rank_seed: int):
         seed=rank_seed,
         resampled=True,
         shuffle_buffer=d.shuffle_buffer,
+        decoded_cache_mb=d.get("decoded_cache_mb", 0),
     )
     return build_loader(
         dataset,
