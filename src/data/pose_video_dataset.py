@@ -37,7 +37,7 @@ from src.data.clip_sampling import (
 from src.data.decoded_cache import DecodedVideoCache
 from src.data.shards import list_shards
 from src.data.transforms import PairedRandomResizedCrop
-from src.data.video_io import decode_mp4, probe_mp4
+from src.data.video_io import VideoInfo, decode_mp4, probe_mp4
 
 __all__ = [
     "PoseVideoDataset",
@@ -285,11 +285,10 @@ class PoseVideoDataset(IterableDataset):
         cached = self.cache.get(key)
         if cached is None:
             video, pose = decode_mp4(raw["mp4"]), decode_mp4(raw["pose.mp4"])
-            if len(video) != len(pose) or video.shape[1:3] != pose.shape[1:3]:
-                raise SampleError(
-                    f"pose video is {len(pose)}x{pose.shape[1]}x{pose.shape[2]} (frames x h x w) but the video "
-                    f"is {len(video)}x{video.shape[1]}x{video.shape[2]}"
-                )
+            self._check_pair(
+                VideoInfo(len(video), 0.0, video.shape[1], video.shape[2]),
+                VideoInfo(len(pose), 0.0, pose.shape[1], pose.shape[2]),
+            )
             cached = (video, pose)
             self.cache.put(key, cached)
         video, pose = cached

@@ -61,8 +61,9 @@ def uneven_shards(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.mark.parametrize("cache_mb", [0, 64])
 @pytest.mark.parametrize("num_frames, stride", [(1, 1), (4, 3)])
-def test_bad_samples_are_skipped_counted_and_logged(mixed_shard, caplog, num_frames, stride) -> None:
+def test_bad_samples_are_skipped_counted_and_logged(mixed_shard, caplog, num_frames, stride, cache_mb) -> None:
     dataset = build_pose_video_dataset(
         mixed_shard,
         num_frames=num_frames,
@@ -71,6 +72,7 @@ def test_bad_samples_are_skipped_counted_and_logged(mixed_shard, caplog, num_fra
         size=(32, 32),
         resampled=False,
         shuffle_buffer=0,
+        decoded_cache_mb=cache_mb,
     )
     with caplog.at_level(logging.WARNING, logger="src.data.pose_video_dataset"):
         samples = list(dataset)
@@ -273,3 +275,42 @@ def test_demo_shards_are_reused_disjoint_and_feed_the_pipeline(tmp_path) -> None
     dataset = build_pose_video_dataset(demo.train, num_frames=2, stride=2, size=(32, 32))
     batch = next(iter(build_loader(dataset, batch_size=2, num_workers=0, batches_per_epoch=1, seed=0)))
     assert batch["pixel_values"].shape == (2, 3, 2, 32, 32)
+
+
+@pytest.mark.parametrize("num_frames, stride", [(1, 1), (4, 3)])
+def test_decoded_cache_gives_the_same_samples_and_serves_repeats_from_memory(uneven_shards, num_frames, stride) -> None:
+    def build(cache_mb):
+        return build_pose_video_dataset(
+            uneven_shards, num_frames=num_frames, stride=stride, margin=4, size=(32, 32), seed=3,
+            resampled=True, shuffle_buffer=4, decoded_cache_mb=cache_mb,
+        )
+
+    plain, cached = build(0), build(64)
+    for a, b in zip(_take(plain, 12), _take(cached, 12)):
+        assert a["key"] == b["key"]
+        for name in ("pixel_values", "pose", "reference"):
+            assert torch.equal(a[name], b[name]), name
+    assert len(cached.cache) == 5 and cached.cache.hits == 12 - 5
+
+
+def _take(dataset, n):
+    out = []
+    for sample in dataset:
+        out.append(sample)
+        if len(out) == n:
+            return out
+    return out
+
+
+def test_decoded_cache_evicts_least_recently_used_within_its_budget() -> None:
+    from src.data.decoded_cache import DecodedVideoCache
+
+    cache = DecodedVideoCache(max_bytes=3000)
+    arrays = {k: (np.zeros(1000, np.uint8),) for k in "abcd"}
+    for k in "abc":
+        cache.put(k, arrays[k])
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("d", arrays["d"])
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 3 and cache.bytes == 3000
+    cache.put("huge", (np.zeros(5000, np.uint8),))
+    assert cache.get("huge") is None
