@@ -87,7 +87,9 @@ class HFClipImageEmbedder(ClipImageEmbedder):
     """transformers CLIPVisionModelWithProjection from a local folder (strict load), or random from a config dict.
 
     `path`: the `image_encoder` folder of lambdalabs/sd-image-variations-diffusers (what Moore-AnimateAnyone
-    uses). `config`: CLIPVisionConfig kwargs for tiny random models (tests, CPU demo).
+    uses). `config`: CLIPVisionConfig kwargs for tiny random models (tests, CPU demo); those are initialised
+    from `init_seed` alone, so every rebuild (resume, evaluation, the next stage) gets the same frozen
+    encoder without it being saved.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class HFClipImageEmbedder(ClipImageEmbedder):
         config: dict[str, Any] | None = None,
         image_size: int | None = None,
         config_key: str = "model.image_encoder.path",
+        init_seed: int = 0,
     ) -> None:
         super().__init__()
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -119,7 +122,9 @@ class HFClipImageEmbedder(ClipImageEmbedder):
             state_dict = _drop_legacy_position_ids(load_state_dict_file(weights), self.model, str(weights))
             load_strict(self.model, state_dict, source=str(weights))
         else:
-            self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**_plain(config)))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**_plain(config)))
         self.model.requires_grad_(False).eval()
         self.embed_dim = int(self.model.config.projection_dim)
         self.image_size = int(image_size or self.model.config.image_size)

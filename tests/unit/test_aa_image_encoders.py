@@ -100,3 +100,20 @@ def test_open_clip_checkpoint_loads_visual_tower_strictly(tmp_path: Path) -> Non
     torch.save({"text_projection": torch.zeros(1)}, path)
     with pytest.raises(WeightLoadError, match="visual"):
         OpenClipImageEmbedder(checkpoint=path, model_config=TINY_OPEN_CLIP)
+
+
+def test_random_config_encoder_is_a_function_of_its_seed_alone():
+    import torch
+
+    from src.models.image_encoders import HFClipImageEmbedder
+
+    config = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=32, patch_size=8, projection_dim=8)
+    torch.manual_seed(1)
+    a = HFClipImageEmbedder(config=config)
+    torch.manual_seed(2)
+    b = HFClipImageEmbedder(config=config)
+    c = HFClipImageEmbedder(config=config, init_seed=5)
+    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
