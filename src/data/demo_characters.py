@@ -236,11 +236,17 @@ def _smooth_noise(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, term
     return out / terms
 
 
-def _render_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict]:
-    """A static background: gradient, wall/floor split, outdoor sky/ground, or low-contrast texture."""
+BACKGROUND_KINDS: tuple[str, ...] = ("gradient", "wall_floor", "outdoor", "texture", "plain")
+
+
+def _render_background(
+    rng: np.random.Generator, size: int, kinds: tuple[str, ...] = BACKGROUND_KINDS[:4]
+) -> tuple[np.ndarray, dict]:
+    """A static background: gradient, wall/floor split, outdoor sky/ground, low-contrast texture, or plain
+    (one colour with faint low-frequency noise: no layout to copy by position, for the tiniest models)."""
     yy = (np.arange(size)[:, None] + 0.5) / size
     xx = (np.arange(size)[None, :] + 0.5) / size
-    kind = ["gradient", "wall_floor", "outdoor", "texture"][rng.integers(4)]
+    kind = kinds[rng.integers(len(kinds))]
     grey = rng.uniform(60, 210)
     c1 = grey + rng.uniform(-1, 1, 3) * rng.uniform(10, 70)  # mostly muted colours, some saturated
     c2 = np.clip(c1 + rng.uniform(-80, 80, 3), 0, 255)
@@ -264,8 +270,10 @@ def _render_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
         ground = ground_c + rng.uniform(-20, 20, 3) + 18 * noise
         img = np.where((yy < horizon)[..., None], sky, ground)
         desc["horizon"] = float(horizon)
-    else:
+    elif kind == "texture":
         img = c1 + rng.uniform(12, 28) * noise + 8 * _smooth_noise(rng, yy * 3, xx * 3)[..., None]
+    else:
+        img = c1 + 4 * noise
     return np.clip(np.broadcast_to(img, (size, size, 3)), 0, 255).astype(np.uint8), desc
 
 
@@ -842,7 +850,12 @@ def motion_name(motion_seed: int) -> str:
 
 
 def render_demo_video(
-    character_seed: int, motion_seed: int, num_frames: int, size: int = 64, fps: int = 8
+    character_seed: int,
+    motion_seed: int,
+    num_frames: int,
+    size: int = 64,
+    fps: int = 8,
+    backgrounds: tuple[str, ...] = BACKGROUND_KINDS[:4],
 ) -> DemoVideo:
     """Render one demo clip: a procedurally dressed character performing a procedural motion.
 
@@ -853,7 +866,10 @@ def render_demo_video(
     look_rng = np.random.default_rng([int(character_seed), 0xC4A2])
     body = _sample_body(look_rng)
     look = _sample_appearance(look_rng)
-    background, bg_desc = _render_background(look_rng, size)
+    unknown = set(backgrounds) - set(BACKGROUND_KINDS)
+    if not backgrounds or unknown:
+        raise ValueError(f"backgrounds must be a non-empty subset of {BACKGROUND_KINDS}, got {backgrounds}")
+    background, bg_desc = _render_background(look_rng, size, tuple(backgrounds))
     height_frac = float(look_rng.uniform(0.62, 0.8))
     motion = _sample_motion(np.random.default_rng([int(motion_seed), 0x3071]))
     place_rng = np.random.default_rng([int(character_seed), int(motion_seed), 0x91AC])

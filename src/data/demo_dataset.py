@@ -18,11 +18,12 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.data.demo_characters import render_demo_video
+from src.data.demo_characters import BACKGROUND_KINDS, render_demo_video
 from src.data.shards import ShardSetWriter, encode_npz
 from src.data.video_io import encode_mp4
 
@@ -61,7 +62,10 @@ def demo_seeds(seed: int, num_train: int, num_heldout: int) -> dict[str, list[in
 
 
 def _demo_sample(key: str, character: int, motion: int, args: dict[str, Any], split: str) -> dict[str, Any]:
-    video = render_demo_video(character, motion, args["num_frames"], size=args["size"], fps=args["fps"])
+    video = render_demo_video(
+        character, motion, args["num_frames"], size=args["size"], fps=args["fps"],
+        backgrounds=tuple(args["backgrounds"]),
+    )
     encode = {"fps": args["fps"], "pix_fmt": "yuv444p", "crf": DEMO_CRF}
     meta = {
         **video.meta,
@@ -126,6 +130,7 @@ def ensure_demo_shards(
     fps: int = 8,
     seed: int = 0,
     samples_per_shard: int = 32,
+    backgrounds: Sequence[str] = BACKGROUND_KINDS[:4],
 ) -> DemoShards:
     """Return the demo shards for these arguments, generating them atomically on first use."""
     if num_train_videos < 1 or num_heldout_videos < 1 or samples_per_shard < 1:
@@ -140,6 +145,7 @@ def ensure_demo_shards(
         "seed": seed,
         "samples_per_shard": samples_per_shard,
         "crf": DEMO_CRF,
+        "backgrounds": list(backgrounds),
     }
     digest = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(root)
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples-per-shard", type=int, default=32)
+    parser.add_argument("--backgrounds", nargs="+", default=list(BACKGROUND_KINDS[:4]), choices=BACKGROUND_KINDS)
     args = parser.parse_args(argv)
     shards = ensure_demo_shards(
         args.root,
@@ -194,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         fps=args.fps,
         seed=args.seed,
         samples_per_shard=args.samples_per_shard,
+        backgrounds=args.backgrounds,
     )
     print(f"demo dataset: {shards.root}")
     for split, paths in (("train", shards.train), ("heldout", shards.heldout)):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 @dataclass
@@ -106,11 +106,14 @@ class DiffusionObjective(torch.nn.Module):
     def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         if self.schedule.prediction_type == "epsilon":
             return noise
+        if self.schedule.prediction_type == "sample":
+            return latents
         sqrt_a, sqrt_1ma = self._coefficients(timesteps, latents.ndim)
         return (sqrt_a * noise.float() - sqrt_1ma * latents.float()).to(latents.dtype)
 
     def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """Min-SNR-gamma weights (Hang et al. 2023); SNR + 1 in the denominator for v-prediction."""
+        """Min-SNR-gamma weights (Hang et al. 2023): min(snr, g) / snr for epsilon, / (snr + 1) for v, and
+        min(snr, g) itself for x0 ("sample") prediction, the same weighting expressed in each target's units."""
         gamma = self.loss_cfg.snr_gamma
         if gamma is None:
             return torch.ones(timesteps.shape, device=timesteps.device)
@@ -118,6 +121,8 @@ class DiffusionObjective(torch.nn.Module):
         clipped = torch.clamp(snr, max=gamma)
         if self.schedule.prediction_type == "v_prediction":
             return clipped / (snr + 1.0)
+        if self.schedule.prediction_type == "sample":
+            return clipped
         # epsilon: min(snr, gamma) / snr; at a zero-SNR step the limit of the ratio is gamma / snr -> use 1.
         return torch.where(snr > 0, clipped / snr.clamp(min=1e-12), torch.ones_like(snr))
 
