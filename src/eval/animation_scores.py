@@ -34,14 +34,23 @@ def video_ssim(video: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return scores.view(b, t).mean(dim=1)
 
 
-def foreground_mask(video: torch.Tensor, background: torch.Tensor, threshold: float = 0.12) -> torch.Tensor:
-    """Pixels whose colour differs from the background by more than `threshold` (max over RGB, [0,1] scale).
+def foreground_mask(
+    video: torch.Tensor, background: torch.Tensor, threshold: float = 0.12, smooth: int = 3
+) -> torch.Tensor:
+    """Pixels whose colour differs from the background by more than `threshold` (max over RGB, [0,1] scale),
+    after averaging the difference over a `smooth` x `smooth` window so isolated grain is not foreground.
 
     video `b c t h w` in [-1, 1]; background `b c h w` in [-1, 1] -> mask `b t h w` bool.
     """
     x = _frames01(video)
     bg = ((background.float().clamp(-1, 1) + 1) / 2)[:, None]
-    return (x - bg).abs().amax(dim=2) > threshold
+    diff = (x - bg).abs().amax(dim=2)  # b t h w
+    if smooth > 1:
+        b, t = diff.shape[:2]
+        diff = torch.nn.functional.avg_pool2d(
+            diff.flatten(0, 1)[:, None], smooth, stride=1, padding=smooth // 2, count_include_pad=False
+        )[:, 0].unflatten(0, (b, t))
+    return diff > threshold
 
 
 def silhouette_iou(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:

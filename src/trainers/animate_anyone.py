@@ -53,6 +53,7 @@ class AnimateAnyoneModule(L.LightningModule):
         warmup_steps: int = 0,
         sampling: SamplingConfig | dict | None = None,
         gradient_checkpointing: bool = False,
+        pose_guider_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -68,6 +69,7 @@ class AnimateAnyoneModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.cond_drop_prob = cond_drop_prob
         self.warmup_steps = warmup_steps
+        self.pose_guider_lr_scale = pose_guider_lr_scale
         self.sampling = sampling if isinstance(sampling, SamplingConfig) else SamplingConfig(**(sampling or {}))
         if init_weights:
             load_net_weights(self.net, init_weights)
@@ -163,11 +165,25 @@ class AnimateAnyoneModule(L.LightningModule):
         self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
         return loss
 
-    def configure_optimizers(self):
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters; the Pose Guider in its own group when it gets a learning-rate multiplier
+        (its zero-initialised output projection otherwise learns slowly: Open-AnimateAnyone scales it by a
+        learnable factor starting at 2, Moore starts it from ControlNet's conditioning embedding)."""
         params = self.net.trainable_parameters()
         if not params:
             raise RuntimeError(f"stage {self.stage!r} has no trainable parameters; check model config.")
-        optimizer = self.optimizer_factory(params)
+        guider = {id(p) for p in self.net.pose_guider.parameters()}
+        if self.pose_guider_lr_scale == 1.0 or not any(id(p) in guider for p in params):
+            return [{"params": params}]
+        return [
+            {"params": [p for p in params if id(p) not in guider]},
+            {"params": [p for p in params if id(p) in guider], "lr_scale": self.pose_guider_lr_scale},
+        ]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.warmup_steps <= 0:
             return optimizer
         warmup = self.warmup_steps

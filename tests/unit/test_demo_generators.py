@@ -323,3 +323,14 @@ def test_scene_object_stays_inside_the_frame(height: int, width: int) -> None:
         assert masks.any(axis=(1, 2)).all(), "object missing from a frame"
         border = masks[:, 0].any() or masks[:, -1].any() or masks[:, :, 0].any() or masks[:, :, -1].any()
         assert not border, f"seed {seed}: object touches the frame border"
+
+
+def test_plain_backgrounds_are_near_uniform_and_kinds_are_validated():
+    from src.data.demo_characters import render_demo_video
+
+    for seed in range(6):
+        video = render_demo_video(seed, seed, num_frames=2, size=64, backgrounds=("plain",))
+        assert video.meta["background"]["kind"] == "plain"
+        assert video.background.reshape(-1, 3).astype(float).std(axis=0).max() < 4.0
+    with pytest.raises(ValueError, match="backgrounds"):
+        render_demo_video(0, 0, num_frames=2, backgrounds=("marble",))

@@ -105,3 +105,20 @@ def test_cfg_combine():
     torch.testing.assert_close(cfg_combine(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
     full = cfg_combine(cond, uncond, 5.0, rescale=1.0)
     torch.testing.assert_close(full.flatten(1).std(1), cond.flatten(1).std(1), atol=1e-4, rtol=1e-4)
+
+
+def test_sample_prediction_targets_x0_with_min_snr_in_x0_units():
+    obj = make("sample", snr_gamma=5.0)
+    x0, noise = torch.randn(3, 4, 1, 4, 4), torch.randn(3, 4, 1, 4, 4)
+    t = torch.tensor([10, 500, 999])
+    assert torch.equal(obj.target(x0, noise, t), x0)
+    torch.testing.assert_close(obj.loss_weights(t), torch.clamp(obj.snr[t], max=5.0))
+    assert obj.loss_weights(torch.tensor([999])).item() < 1e-6  # zero-SNR step gets no weight under Min-SNR
+
+
+@pytest.mark.parametrize("prediction_type", ["sample"])
+def test_ddim_oracle_with_sample_prediction(prediction_type):
+    obj = make(prediction_type, True)
+    x0 = torch.randn(2, 4, 3, 8, 8)
+    out = ddim_sample(lambda x, t: x0.clone(), torch.randn_like(x0), obj.schedule.sampling_scheduler(), num_steps=10)
+    assert (out - x0).abs().max() < 0.2

@@ -1,0 +1,39 @@
+"""The demo's proof, run exactly as a user runs it: `python -m src.train experiment=animate_anyone_demo`.
+
+Both stages train on the generated characters; held-out characters are then animated with held-out pose
+sequences. The trained model must beat the untrained one clearly on SSIM and PSNR. Silhouette IoU is
+recorded for all three (trained, untrained, repeat-the-reference) but not yet asserted: after the demo's
+few CPU minutes the generated characters are pose-placed but blurry blobs, and the IoU is not yet above
+the untrained model's or the baseline's (see the README's demo section and the issue notes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import run_entry
+
+
+@pytest.mark.slow
+def test_animate_anyone_demo_learns_pose_control(tmp_path, demo_cache):
+    run_dir = tmp_path / "demo"
+    started = time.time()
+    run_entry(
+        "src.train", "experiment=animate_anyone_demo", f"paths.cache={demo_cache}", f"hydra.run.dir={run_dir}",
+        timeout=1500,
+    )
+    elapsed = time.time() - started
+    summary = json.loads((run_dir / "summary.json").read_text())
+    scores = summary["metrics"]["heldout"]
+    trained, untrained, repeat = scores["trained"], scores["untrained"], scores["repeat_reference"]
+    print(json.dumps(scores, indent=1), f"wall time {elapsed:.0f} s")
+    assert summary["stages_run"] == ["spatial", "temporal"]
+    assert trained["ssim"] > untrained["ssim"] + 0.1
+    assert trained["psnr"] > untrained["psnr"] + 4.0
+    assert {"iou"} <= set(trained) & set(untrained) & set(repeat)
+    assert elapsed < 15 * 60
+    for path in summary["heldout"]["videos"]:
+        assert (run_dir / "heldout").joinpath(path.split("/")[-1]).is_file()
