@@ -1,10 +1,10 @@
 """The demo's proof, run exactly as a user runs it: `python -m src.train experiment=animate_anyone_demo`.
 
 Both stages train on the generated characters; held-out characters are then animated with held-out pose
-sequences. The trained model must beat the untrained one clearly on SSIM and PSNR. Silhouette IoU is
-recorded for all three (trained, untrained, repeat-the-reference) but not yet asserted: after the demo's
-few CPU minutes the generated characters are pose-placed but blurry blobs, and the IoU is not yet above
-the untrained model's or the baseline's (see the README's demo section and the issue notes).
+sequences. The trained model must beat the untrained one clearly on SSIM, PSNR and silhouette IoU. The
+repeat-the-reference baseline's IoU is recorded next to it but not asserted against: after the demo's few
+CPU minutes the characters are placed by the pose but still blurry, and the baseline's sharp (if wrongly
+posed) character still scores higher (see the README's demo section).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def test_animate_anyone_demo_learns_pose_control(tmp_path, demo_cache):
     assert summary["stages_run"] == ["spatial", "temporal"]
     assert trained["ssim"] > untrained["ssim"] + 0.1
     assert trained["psnr"] > untrained["psnr"] + 4.0
-    assert {"iou"} <= set(trained) & set(untrained) & set(repeat)
+    assert trained["iou"] > untrained["iou"] + 0.08
+    assert "iou" in repeat
     assert elapsed < 15 * 60
     for path in summary["heldout"]["videos"]:
         assert (run_dir / "heldout").joinpath(path.split("/")[-1]).is_file()

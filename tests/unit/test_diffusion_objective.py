@@ -37,7 +37,7 @@ def test_zero_snr_requires_trailing_spacing():
     with pytest.raises(ValueError, match="trailing"):
         NoiseSchedule(rescale_betas_zero_snr=True, timestep_spacing="leading")
     with pytest.raises(ValueError, match="prediction_type"):
-        NoiseSchedule(prediction_type="sample")
+        NoiseSchedule(prediction_type="flow")
 
 
 def test_min_snr_weights():
