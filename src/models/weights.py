@@ -81,7 +81,9 @@ def _first(keys: list[str]) -> str:
     return shown + more
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+def load_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, hint: str | None = None
+) -> None:
     """Load `state_dict` into `module`, requiring exactly the same keys and shapes; raise WeightLoadError otherwise.
 
     The error names the source file, the missing and unexpected keys (first 20 and the totals) and every
@@ -103,7 +105,7 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
             lines.append(f"  unexpected keys: {_first(unexpected)}")
         if mismatched:
             lines.append(f"  shape mismatches: {_first(mismatched)}")
-        lines.append("  Check that the file belongs to this model and that the model config matches it.")
+        lines.append("  " + (hint or "Check that the file belongs to this model and that the model config matches it."))
         raise WeightLoadError("\n".join(lines))
     module.load_state_dict(dict(state_dict), strict=True)
 

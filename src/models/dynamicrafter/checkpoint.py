@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from src.models.weights import load_strict
+
 PUBLISHED_AT = (
     "the official checkpoints are published on Hugging Face as model.ckpt in Doubiiu/DynamiCrafter (256), "
     "Doubiiu/DynamiCrafter_512 and Doubiiu/DynamiCrafter_1024; download one and point the config at the local file"
@@ -117,34 +119,15 @@ def split_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
 
 
 # --------------------------------------------------------------------------------------------- strict loads
-def _listing(keys: list[str]) -> str:
-    return f"{keys[:20]}" + (f" ... ({len(keys)} in all)" if len(keys) > 20 else f" ({len(keys)})")
-
-
 def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``module`` strictly; the error lists missing/unexpected/mis-shaped keys and source."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and state_dict[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"Strict load of {type(module).__name__} from {source} failed."]
-        if missing:
-            lines.append(f"Missing keys: {_listing(missing)}.")
-        if unexpected:
-            lines.append(f"Unexpected keys: {_listing(unexpected)}.")
-        if mismatched:
-            lines.append(f"Shape mismatches: {_listing(mismatched)}.")
-        lines.append(
-            "Build the module from the YAML config of the same release (e.g. image_cross_attention_scale_learnable "
-            "is true only for the 256 model)."
-        )
-        raise RuntimeError(" ".join(lines))
-    module.load_state_dict(state_dict, strict=True)
+    """Strict load with the project's named-keys error, plus the usual cause for DynamiCrafter files."""
+    load_strict(
+        module,
+        state_dict,
+        source,
+        hint="Build the module from the YAML config of the same release (e.g. image_cross_attention_scale_learnable "
+        "is true only for the 256 model).",
+    )
 
 
 def load_official_weights(
