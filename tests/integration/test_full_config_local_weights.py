@@ -59,9 +59,9 @@ def overrides(weights: Path, shards, run_dir: Path) -> list[str]:
         "model.net.pose_guider.block_channels=[16,32]", "model.net.pose_guider.out_channels=32",
         "model.sampling.num_steps=2",
         "stages.spatial.global_batch_size=4", "stages.spatial.data.batch_size=2", "stages.spatial.data.size=[32,32]",
-        "stages.spatial.data.margin=4", "stages.spatial.trainer.max_steps=2", "stages.spatial.trainer.val_check_interval=2",
+        "stages.spatial.data.margin=4", "stages.spatial.trainer.max_steps=2", "trainer.val_check_interval=1",
         "stages.temporal.global_batch_size=1", "stages.temporal.data.size=[32,32]", "stages.temporal.data.num_frames=4",
-        "stages.temporal.data.stride=2", "stages.temporal.trainer.max_steps=1", "stages.temporal.trainer.val_check_interval=1",
+        "stages.temporal.data.stride=2", "stages.temporal.trainer.max_steps=1",
     ]
 
 
