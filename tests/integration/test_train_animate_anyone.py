@@ -120,3 +120,15 @@ def test_bad_config_is_a_clear_error(tmp_path, demo_cache, bad):
     proc = tiny_run(tmp_path / "run", demo_cache, bad, "stages.spatial.trainer.max_steps=1", check=False)
     assert proc.returncode != 0
     assert ("not one of this experiment's stages" in proc.stderr) or ("not a multiple" in proc.stderr)
+
+
+def test_ddp_over_two_cpu_processes_trains_both_stages(tmp_path, demo_cache):
+    """2 ranks (gloo): per-rank data streams with exactly equal batch counts, so neither stage hangs."""
+    run_dir = tmp_path / "run"
+    tiny_run(
+        run_dir, demo_cache, "trainer.devices=2", "+trainer.strategy=ddp", "global_batch_size=4",
+        "stages.spatial.trainer.max_steps=3", "stages.temporal.trainer.max_steps=2", "trainer.val_check_interval=2",
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == {"spatial": 3, "temporal": 2}
+    assert set(summary["metrics"]["heldout"]) == {"trained", "untrained", "repeat_reference"}
