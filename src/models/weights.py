@@ -34,16 +34,23 @@ class WeightLoadError(RuntimeError):
     """A weights file is missing, unreadable, or does not match the module it is loaded into."""
 
 
-def require_file(path: str | Path, config_key: str, published_at: str) -> Path:
-    """Return `path` as a Path if it exists, else raise naming the file, the config key and where to get it."""
+class MissingWeightFileError(FileNotFoundError):
+    """A pretrained file named in config is absent; the message says which key to set and where to get it."""
+
+
+def require_file(path: str | Path | None, config_key: str, published_at: str) -> Path:
+    """Return `path` (a file or a folder) if it exists, else raise naming it, the config key and where to get it."""
+    if path is None or str(path) == "":
+        raise MissingWeightFileError(
+            f"No path is set for `{config_key}`. Set `{config_key}` to a local copy (e.g. `{config_key}=/path/to/file` "
+            f"on the command line); such a file is published at {published_at}. Nothing is downloaded at run time."
+        )
     resolved = Path(path).expanduser()
     if not resolved.exists():
-        raise FileNotFoundError(
-            f"Pretrained file not found: {resolved}\n"
-            f"  Set the config key `{config_key}` to a local copy of it "
-            f"(e.g. `{config_key}=/path/to/file` on the command line).\n"
-            f"  Such a file is published at: {published_at}\n"
-            "  Nothing is downloaded at run time."
+        raise MissingWeightFileError(
+            f"Pretrained file not found: {resolved}. Set the config key `{config_key}` to a local copy of it "
+            f"(e.g. `{config_key}=/path/to/file` on the command line); such a file is published at "
+            f"{published_at}. Nothing is downloaded at run time."
         )
     return resolved
 
