@@ -456,7 +456,7 @@ def load_heldout_videos(
 
     Each dict: "key", "frames" (T, H, W, 3) uint8, "pose" (T, H, W, 3) uint8 or None, "meta" (json dict),
     plus the arrays of `mask.npz` ("silhouette", "background") when present. With strict=True a bad
-    sample raises (an evaluation set must not shrink silently); with strict=False it is logged and skipped.
+    sample raises (an evaluation set must not shrink silently); with `strict` off it is logged and skipped.
     """
     paths = list_shards(shards)
     videos: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 
 Nothing is downloaded: every file comes from a path in config. A missing file, a missing key or an
 unexpected key is an error that says which file, which keys and which config key to change, because a
-silently half-loaded model (``strict=False``) is the most common cause of bad results in the reference
+silently half-loaded model (a non-strict load) is the most common cause of bad results in the reference
 implementations (e.g. flickering videos when motion-module weights were not found).
 """
 
