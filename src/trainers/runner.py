@@ -148,7 +148,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     last = stage_dir / "checkpoints" / "last.ckpt"
     resumed_from = None
     if last.is_file():
-        resumed_from = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0))
+        resumed_from = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True).get("global_step", 0))
         log.info("stage %s: resuming from %s (step %d)", name, last, resumed_from)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(last) if last.is_file() else None)
     finish_wandb(loggers)
