@@ -12,17 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from src.data.transforms import CropBox, crop_resize
 
-def _to_tensor(
-    frames: np.ndarray, size: tuple[int, int], lo: float, hi: float, nearest: bool = False
-) -> torch.Tensor:
-    """`t h w c` uint8 -> `c t h w` float in [lo, hi] at `size` (h, w)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    if tuple(x.shape[-2:]) != tuple(size):
-        if nearest:
-            x = F.interpolate(x, size=size, mode="nearest")
-        else:
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+def _to_tensor(frames: np.ndarray, size: tuple[int, int], lo: float, hi: float, kind: str = "pixels") -> torch.Tensor:
+    """`t h w c` uint8 -> `c t h w` float in [lo, hi] at `size` (h, w), resized as the training pipeline does."""
+    _, height, width, _ = frames.shape
+    x = crop_resize(frames, CropBox(0, 0, height, width), tuple(size), kind=kind)
     return (x * (hi - lo) + lo).permute(1, 0, 2, 3).contiguous()
 
 
@@ -60,7 +56,7 @@ class HeldoutClips(Dataset):
             "reference": _to_tensor(
                 video["frames"][self.reference_index : self.reference_index + 1], self.size, -1, 1
             )[:, 0],
-            "pose": _to_tensor(video["pose"][idx], self.size, 0, 1, nearest=True),
+            "pose": _to_tensor(video["pose"][idx], self.size, 0, 1, kind="pose"),
             "frames": _to_tensor(video["frames"][idx], self.size, -1, 1),
         }
         if video.get("silhouette") is not None:
