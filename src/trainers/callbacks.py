@@ -62,6 +62,22 @@ def batch_size_of(batch: dict) -> int:
     return len(batch["key"])
 
 
+class LoggedLearningRateMonitor(LearningRateMonitor):
+    """Lightning's LR monitor, silent when the run has no logger (logger=none) instead of refusing to start."""
+
+    def on_train_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
 def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
     callbacks: list[Callback] = [
         ModelCheckpoint(
@@ -75,7 +91,7 @@ def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
         )
     ]
     if cfg.get("learning_rate_monitor", False):
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+        callbacks.append(LoggedLearningRateMonitor(logging_interval="step"))
     if cfg.get("throughput", False):
         callbacks.append(ThroughputMonitor(batch_size_fn=batch_size_of))
     if cfg.get("sample_videos"):

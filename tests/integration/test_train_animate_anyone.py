@@ -132,3 +132,16 @@ def test_ddp_over_two_cpu_processes_trains_both_stages(tmp_path, demo_cache):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == {"spatial": 3, "temporal": 2}
     assert set(summary["metrics"]["heldout"]) == {"trained", "untrained", "repeat_reference"}
+
+
+def test_runs_without_any_logger(tmp_path, demo_cache):
+    """logger=none: no W&B/CSV, and the learning-rate monitor must not refuse to start."""
+    run_dir = tmp_path / "run"
+    args = [a if a != "logger=csv" else "logger=none" for a in TINY]
+    run_entry(
+        "src.train", *args, f"paths.cache={demo_cache}", f"hydra.run.dir={run_dir}",
+        "stage=spatial", "stages.spatial.trainer.max_steps=2", "evaluation.heldout=false",
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == {"spatial": 2}
+    assert not (run_dir / "spatial" / "csv").exists() and not (run_dir / "wandb").exists()
