@@ -1,0 +1,233 @@
+"""Preemption and time limits: save at the next safe point, requeue the SLURM job, exit with a distinct status.
+
+Signal handlers only set a flag: saving (or any collective) inside a handler can hang (Lightning #21406).
+At the next training batch end where the optimizer has just stepped, all ranks agree on the flag (an
+all-reduce of its maximum), every rank calls `trainer.save_checkpoint(<stage>/checkpoints/last.ckpt)` (rank 0
+writes it), rank 0 runs `scontrol requeue` when the signal asks for a requeue and the process runs under
+SLURM, and every rank raises `Preempted` (exit status `PREEMPTED_EXIT_CODE`), so the runner never marks the
+stage finished and the next run (the requeued job) resumes from `last.ckpt` at its step.
+
+Defaults: SIGUSR1 (what `#SBATCH --signal=SIGUSR1@90` sends before the time limit) saves and requeues;
+SIGTERM (preemption with PreemptMode=REQUEUE, where SLURM requeues by itself, or scancel) saves only.
+
+Exact replay: the callback stores the global RNG states (torch, numpy, python, CUDA) in every checkpoint and
+restores them when training restarts, so a resumed run draws the same noise and timesteps as an uninterrupted
+one (the data stream's position is the train loader's own state).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+log = logging.getLogger(__name__)
+
+# EX_TEMPFAIL from sysexits.h: "try again later" -- the run is unfinished and resumable.
+PREEMPTED_EXIT_CODE = 75
+SAVE, REQUEUE = 1, 2  # flag levels; the all-reduce keeps the strongest request of any rank
+
+# Process-wide: a signal that lands between two stages (or two fits) is still acted on by the next one.
+_pending = 0
+
+
+class Preempted(SystemExit):
+    """Raised on every rank after the preemption checkpoint was saved; the process exits with code 75."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _signal_number(name: str | int) -> signal.Signals:
+    if isinstance(name, int):
+        return signal.Signals(name)
+    key = name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"
+    if key not in signal.Signals.__members__:
+        raise ValueError(
+            f"callbacks.preemption: unknown signal {name!r}; use names such as SIGUSR1, SIGUSR2, SIGTERM."
+        )
+    return signal.Signals[key]
+
+
+def slurm_job_to_requeue(env: dict[str, str] | None = None) -> str | None:
+    """The id `scontrol requeue` takes: `<array job>_<task>` for an array task, else SLURM_JOB_ID; None outside SLURM."""
+    env = dict(os.environ) if env is None else env
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    else:
+        job = env.get("SLURM_JOB_ID")
+    if job is not None and not re.fullmatch(r"[0-9]+(_[0-9]+)?", job):
+        raise ValueError(f"SLURM job id {job!r} is not of the form N or N_M; cannot requeue it.")
+    return job
+
+
+def requeue_slurm_job(job: str) -> bool:
+    """Runs `scontrol requeue <job>`; returns whether SLURM accepted it (a failure is logged, not raised)."""
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        log.warning(
+            "preemption: `scontrol` is not on PATH; job %s was not requeued (resubmit it by hand).", job
+        )
+        return False
+    result = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True)
+    if result.returncode != 0:
+        log.warning(
+            "preemption: `scontrol requeue %s` failed (%d): %s", job, result.returncode, result.stderr.strip()
+        )
+        return False
+    log.info("preemption: requeued SLURM job %s", job)
+    return True
+
+
+def rng_states() -> dict[str, Any]:
+    """Global RNG states (torch, CUDA when in use, numpy, python) as tensors and plain types.
+
+    Plain types because resuming loads checkpoints with `weights_only=True`, which refuses numpy arrays.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of `rng_states` (CUDA states only when CUDA is in use here too)."""
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def cluster_environment(auto_requeue: bool = False) -> SLURMEnvironment | None:
+    """Lightning's SLURM environment with its own requeue off (it saves inside the signal handler); None off SLURM.
+
+    Used as `trainer.plugins` in conf/trainer/default.yaml, so that only PreemptionCheckpoint requeues.
+    """
+    if SLURMEnvironment.detect():
+        return SLURMEnvironment(auto_requeue=auto_requeue)
+    return None
+
+
+class PreemptionCheckpoint(Callback):
+    """Turns a preemption/time-limit signal into: checkpoint at the next safe point, requeue, exit 75."""
+
+    def __init__(
+        self,
+        requeue_signals: Sequence[str] = ("SIGUSR1",),
+        save_signals: Sequence[str] = ("SIGTERM",),
+        requeue: bool = True,
+        restore_rng: bool = True,
+    ) -> None:
+        self.levels: dict[signal.Signals, int] = {_signal_number(s): SAVE for s in save_signals}
+        self.levels.update({_signal_number(s): REQUEUE for s in requeue_signals})
+        self.requeue = requeue
+        self.restore_rng = restore_rng
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._step_at_batch_start = -1
+        self.saved_path: Path | None = None
+
+    # -- signals: handlers only record the request ----------------------------------------------------
+    def _handle(self, signum: int, _frame: Any) -> None:
+        global _pending
+        _pending = max(_pending, self.levels.get(signal.Signals(signum), SAVE))
+
+    def install_handlers(self) -> None:
+        """Point the configured signals at the flag-setting handler (main thread only, as Python requires)."""
+        if not hasattr(signal, "SIGUSR1"):  # Windows: nothing to catch
+            return
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.levels:
+            signal.signal(signum, self._handle)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.install_handlers()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registers its SIGTERM notifier (which broadcasts inside the handler) after `setup`;
+        # ours replaces it for the rest of the fit. Lightning's teardown restores the handlers it found: ours.
+        self.install_handlers()
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    # -- the safe point -----------------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        if trainer.global_step == self._step_at_batch_start:
+            return  # mid gradient accumulation: a checkpoint here would lose the accumulated gradients
+        level = self._agreed_level(trainer)
+        if level:
+            self._save_requeue_exit(trainer, level)
+
+    def _agreed_level(self, trainer: L.Trainer) -> int:
+        if not (dist.is_available() and dist.is_initialized() and trainer.world_size > 1):
+            return _pending
+        flag = torch.tensor([_pending], dtype=torch.int32, device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def checkpoint_path(self, trainer: L.Trainer) -> Path:
+        """`<ModelCheckpoint dirpath>/last.ckpt` (the runner resumes from it), else `<default_root_dir>/checkpoints`."""
+        checkpoint = next(
+            (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None
+        )
+        folder = Path(checkpoint.dirpath) if checkpoint else Path(trainer.default_root_dir) / "checkpoints"
+        name = (checkpoint.CHECKPOINT_NAME_LAST if checkpoint else "last") + ModelCheckpoint.FILE_EXTENSION
+        return folder / name
+
+    def _save_requeue_exit(self, trainer: L.Trainer, level: int) -> None:
+        global _pending
+        path = self.checkpoint_path(trainer)
+        if trainer.is_global_zero:
+            log.warning("preemption: saving %s at step %d", path, trainer.global_step)
+        # Every rank calls it (sharded strategies need all of them); it ends in a barrier.
+        trainer.save_checkpoint(str(path))
+        self.saved_path = path
+        _pending = 0
+        job = slurm_job_to_requeue()
+        requeued = False
+        if level >= REQUEUE and self.requeue and job is not None and trainer.is_global_zero:
+            requeued = requeue_slurm_job(job)
+        what = f"requeued SLURM job {job}" if requeued else "not requeued"
+        raise Preempted(f"preempted at step {trainer.global_step}: saved {path}, {what}; rerun to resume.")
+
+    # -- RNG states travel with every checkpoint ----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()} if self.restore_rng else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.restore_rng and "rng" in state_dict:
+            self._rng_to_restore = state_dict["rng"]
