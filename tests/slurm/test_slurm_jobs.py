@@ -22,6 +22,25 @@ SPLIT_GLOBAL_BATCH = any(
 )
 
 
+def _preemption_wired() -> str | None:
+    """Why exact preempt-and-resume cannot work in this tree yet (None when it can)."""
+    from omegaconf import OmegaConf
+
+    from src.data.pose_video_dataset import PoseVideoLoader
+    from src.trainers.callbacks import build_callbacks
+    from src.trainers.preemption import PreemptionCheckpoint
+
+    callbacks = build_callbacks(OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml"), Path("unused"))
+    if not any(isinstance(c, PreemptionCheckpoint) for c in callbacks):
+        return "waiting for build_callbacks to add PreemptionCheckpoint from callbacks.preemption"
+    if not hasattr(PoseVideoLoader, "state_dict"):
+        return "waiting for PoseVideoLoader.state_dict/load_state_dict (data position on resume)"
+    return None
+
+
+PREEMPTION_MISSING = _preemption_wired()
+
+
 def _summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -90,6 +109,7 @@ def test_array_job_runs_one_training_per_overrides_line(slurm_cluster, slurm_dem
     assert losses[0] != losses[1]  # different seeds really ran
 
 
+@pytest.mark.xfail(PREEMPTION_MISSING is not None, reason=str(PREEMPTION_MISSING), strict=False)
 def test_preempted_job_requeues_and_resumes_with_identical_losses(slurm_cluster, slurm_demo_cache, tmp_path):
     """SIGUSR1 (what --signal=SIGUSR1@90 sends) -> last.ckpt at the next step, requeue, resume at that step;
     every later loss equals the uninterrupted run's (data position and RNG states travel in the checkpoint)."""
