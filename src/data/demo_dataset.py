@@ -12,17 +12,13 @@ yuv444p H.264 at a low CRF so the thin skeleton colours survive.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.data.demo_cache import DemoShards, ensure_generated
 from src.data.demo_characters import BACKGROUND_KINDS, render_demo_video
 from src.data.shards import ShardSetWriter, encode_npz
 from src.data.video_io import encode_mp4
@@ -30,18 +26,8 @@ from src.data.video_io import encode_mp4
 __all__ = ["DemoShards", "demo_seeds", "ensure_demo_shards", "main"]
 
 FORMAT_VERSION = 1
-STAMP_NAME = "stamp.json"
 DEMO_CRF = 4
 _SEED_BLOCK = 100_000  # each dataset seed owns [seed * block, (seed + 1) * block): train half, held-out half
-
-
-@dataclass(frozen=True)
-class DemoShards:
-    """Shard paths of a generated demo dataset."""
-
-    train: list[str]
-    heldout: list[str]
-    root: Path
 
 
 def demo_seeds(seed: int, num_train: int, num_heldout: int) -> dict[str, list[int]]:
@@ -99,27 +85,6 @@ def _write_split(
             writer.write(_demo_sample(f"{split}_{i:05d}", character, motion, args, split))
 
 
-def _shards_of(folder: Path) -> list[str] | None:
-    """Shard paths listed in a split's manifest, or None if anything is missing."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    paths = [str(folder / shard["path"]) for shard in manifest.get("shards", [])]
-    return paths if all(os.path.isfile(p) for p in paths) else None
-
-
-def _load(folder: Path, args: dict[str, Any]) -> DemoShards | None:
-    try:
-        stamp = json.loads((folder / STAMP_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    train, heldout = _shards_of(folder / "train"), _shards_of(folder / "heldout")
-    if stamp.get("args") != args or train is None or heldout is None:
-        return None
-    return DemoShards(train=train, heldout=heldout, root=folder)
-
-
 def ensure_demo_shards(
     root: str | Path,
     *,
@@ -147,35 +112,14 @@ def ensure_demo_shards(
         "crf": DEMO_CRF,
         "backgrounds": list(backgrounds),
     }
-    digest = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:10]
-    root = Path(root)
-    final = root / f"demo-{digest}"
-    existing = _load(final, args)
-    if existing is not None:
-        return existing
     seeds = demo_seeds(seed, num_train_videos, num_heldout_videos)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-demo-{digest}-", dir=root))
-    try:
-        _write_split(tmp, "train", seeds["train_characters"], seeds["train_motions"], args)
-        _write_split(tmp, "heldout", seeds["heldout_characters"], seeds["heldout_motions"], args)
-        (tmp / STAMP_NAME).write_text(json.dumps({"args": args, "seeds": seeds}, indent=1))
-        if final.exists():  # stale or broken (the valid case returned above); another process may race us
-            if _load(final, args) is None:
-                shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if _load(final, args) is None:  # not a concurrent writer's finished copy: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    loaded = _load(final, args)
-    if loaded is None:
-        raise RuntimeError(
-            f"demo shards in {final} are incomplete after generation; delete the folder and retry"
-        )
-    return loaded
+
+    def write(folder: Path) -> dict[str, Any]:
+        _write_split(folder, "train", seeds["train_characters"], seeds["train_motions"], args)
+        _write_split(folder, "heldout", seeds["heldout_characters"], seeds["heldout_motions"], args)
+        return {"seeds": seeds}
+
+    return ensure_generated(root, args, write)
 
 
 def main(argv: list[str] | None = None) -> int:

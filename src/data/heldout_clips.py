@@ -1,17 +1,21 @@
 """Fixed evaluation clips from held-out videos: a reference frame, a pose sequence and the ground truth.
 
-Used for validation samples and the held-out proof. Each item: reference `c h w` in [-1, 1], pose
+Used for Animate Anyone's validation samples and held-out proof. Each item: reference `c h w` in [-1, 1], pose
 `c t h w` in [0, 1], frames `c t h w` in [-1, 1], key; plus silhouette `t h w` bool and background
 `c h w` in [-1, 1] when the video carries them (the demo's generator knows both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
 
+from src.data.pose_video_dataset import load_heldout_videos
 from src.data.transforms import CropBox, crop_resize
 
 
@@ -64,3 +68,18 @@ class HeldoutClips(Dataset):
             item["silhouette"] = F.interpolate(sil, size=self.size, mode="nearest")[:, 0] > 0.5
             item["background"] = _to_tensor(np.asarray(video["background"])[None], self.size, -1, 1)[:, 0]
         return item
+
+
+def load_heldout_clips(
+    shards: str | Sequence[str], num_videos: int, num_frames: int, stride: int, size, reference_index: int
+) -> HeldoutClips:
+    """The first `num_videos` held-out videos of `shards` as fixed evaluation clips."""
+    videos = load_heldout_videos(shards, max_videos=num_videos)
+    return HeldoutClips(videos, num_frames=num_frames, stride=stride, size=tuple(size), reference_index=reference_index)
+
+
+def val_loader_from_config(data: DictConfig, shards: str | Sequence[str]) -> DataLoader:
+    """Validation clips (`data.val`: num_videos, num_frames, stride, reference_index) at `data.size`, batch 1."""
+    v = data.val
+    clips = load_heldout_clips(shards, v.num_videos, v.num_frames, v.stride, data.size, v.reference_index)
+    return DataLoader(clips, batch_size=1, shuffle=False)

@@ -8,9 +8,8 @@ frames apart); `num_frames > 1` is the temporal stage (`num_frames` targets `str
 drawn from the whole video). Bad samples (corrupt, too short, pose/video mismatch) are skipped, logged
 and counted in the next yielded sample's "skipped" field.
 
-Multi-rank safety: each (rank, worker) draws shards itself (resampled, the training default) or
-takes a disjoint slice of them (resampled=False): webdataset's `single_node_only` splitter is never
-used, and `PoseVideoLoader` yields exactly `batches_per_epoch` batches per rank, so DDP never hangs.
+Streaming, rank split, skip guard and exact per-rank batch counts are shared with the other pipelines
+(src.data.sample_stream); this module only knows how one pose-video sample is decoded and cropped.
 """
 
 from __future__ import annotations
@@ -18,15 +17,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from omegaconf import DictConfig
 from webdataset.tariterators import tarfile_samples
 
 from src.data.clip_sampling import (
@@ -34,7 +30,13 @@ from src.data.clip_sampling import (
     sample_reference_and_target,
     sample_reference_index,
 )
-from src.data.decoded_cache import DecodedVideoCache
+from src.data.sample_stream import (
+    ExactBatchLoader,
+    SampleError,
+    ShardSampleDataset,
+    TooManySkips,
+    get_rank_and_world_size,
+)
 from src.data.shards import list_shards
 from src.data.transforms import PairedRandomResizedCrop
 from src.data.video_io import VideoInfo, decode_mp4, probe_mp4
@@ -49,108 +51,23 @@ __all__ = [
     "collate_pose_video",
     "get_rank_and_world_size",
     "load_heldout_videos",
+    "loader_from_config",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-class SampleError(ValueError):
-    """A shard sample that cannot be used (missing entry, pose/video mismatch); it gets skipped."""
-
-
-class TooManySkips(RuntimeError):
-    """Every recent sample failed: the shards are unusable, so stop instead of looping forever."""
-
-
-def get_rank_and_world_size() -> tuple[int, int]:
-    """Rank and world size from torch.distributed if initialised, else RANK/WORLD_SIZE, else SLURM."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
-        if rank_var in os.environ and size_var in os.environ:
-            rank, size = int(os.environ[rank_var]), int(os.environ[size_var])
-            if not 0 <= rank < size:
-                raise ValueError(f"{rank_var}={rank} is not in [0, {size_var}={size})")
-            return rank, size
-    return 0, 1
-
-
-def _shuffled(items: Iterator[Any], buffer_size: int, rng: np.random.Generator) -> Iterator[Any]:
-    """Buffered shuffle: keep `buffer_size` items, emit a random one as each new item arrives."""
-    if buffer_size <= 1:
-        yield from items
-        return
-    buffer: list[Any] = []
-    for item in items:
-        if len(buffer) < buffer_size:
-            buffer.append(item)
-            continue
-        index = int(rng.integers(len(buffer)))
-        yield buffer[index]
-        buffer[index] = item
-    order = rng.permutation(len(buffer))
-    for index in order:
-        yield buffer[index]
-
-
-class _SkipGuard:
-    """Counts skips since the last yield; raises TooManySkips when nothing usable turns up."""
-
-    def __init__(self, limit: int, shards: Sequence[str], buffered: int = 0) -> None:
-        self.limit = limit
-        self.buffered = buffered
-        self.shards = shards
-        self.since_yield = 0
-        self.consecutive = 0
-        self.shard_opens = 0
-        self.last_reasons: list[str] = []
-
-    def skip(self, key: str, reason: str) -> None:
-        logger.warning("skipping sample %s: %s", key, reason)
-        self.since_yield += 1
-        self.consecutive += 1
-        self.last_reasons = (self.last_reasons + [f"{key}: {reason}"])[-3:]
-        if self.consecutive >= self.limit:
-            raise TooManySkips(
-                f"{self.consecutive} consecutive samples failed in shards {list(self.shards)[:3]}"
-                f"{' ...' if len(self.shards) > 3 else ''}; last reasons: {self.last_reasons}. Check the shards "
-                f"(python -m src.data.make_shards writes valid ones) and data.num_frames/stride/margin"
-            )
-
-    def tar_error(self, exc: Exception) -> bool:
-        """webdataset handler: a broken or missing tar counts as a skip; keep going."""
-        self.skip("<tar>", f"{type(exc).__name__}: {exc}")
-        return True
-
-    def opened_shard(self) -> None:
-        self.shard_opens += 1
-        if self.shard_opens > max(self.limit, 2 * len(self.shards)) + self.buffered:
-            raise TooManySkips(
-                f"{self.shard_opens} shards were read without one usable sample (shards "
-                f"{list(self.shards)[:3]}); they may be empty or hold no 'mp4'/'pose.mp4' entries"
-            )
-
-    def yielded(self) -> int:
-        count = self.since_yield
-        self.since_yield = self.consecutive = self.shard_opens = 0
-        return count
-
-
-@dataclass
-class _IterState:
-    epoch: int = 0
-    pass_index: int = 0
-    rank: int | None = None
-    world_size: int | None = None
-
-
-class PoseVideoDataset(IterableDataset):
+class PoseVideoDataset(ShardSampleDataset):
     """Iterable of per-sample dicts for Animate Anyone training.
 
     Each sample: "pixel_values" float32 (3, T, H, W) in [-1, 1]; "pose" float32 (3, T, H, W) in [0, 1];
     "reference" float32 (3, H, W) in [-1, 1]; "key" str; "skipped" int. Random draws come from a
     numpy Generator seeded by (seed, rank, worker id, epoch, pass), so streams are reproducible.
     """
+
+    logger = logger
+    skip_hint = "Check the shards (python -m src.data.make_shards writes valid ones) and data.num_frames/stride/margin"
+    required_entries = "'mp4'/'pose.mp4'"
 
     def __init__(
         self,
@@ -168,83 +85,23 @@ class PoseVideoDataset(IterableDataset):
         max_consecutive_skips: int = 1000,
         decoded_cache_mb: int = 0,
     ) -> None:
-        super().__init__()
         if num_frames < 1 or stride < 1 or margin < 0:
             raise ValueError(
                 f"need num_frames >= 1, stride >= 1 and margin >= 0, got {num_frames}, {stride}, {margin}"
             )
-        if not shards:
-            raise ValueError("PoseVideoDataset needs at least one shard; see src.data.shards.list_shards")
-        self.shards = list(shards)
+        super().__init__(
+            shards,
+            seed=seed,
+            resampled=resampled,
+            shuffle_buffer=shuffle_buffer,
+            max_consecutive_skips=max_consecutive_skips,
+            decoded_cache_mb=decoded_cache_mb,
+        )
         self.num_frames = int(num_frames)
         self.stride = int(stride)
         self.margin = int(margin)
         self.size = (int(size[0]), int(size[1]))
-        self.seed = int(seed)
-        self.resampled = bool(resampled)
-        self.shuffle_buffer = int(shuffle_buffer)
-        self.max_consecutive_skips = int(max_consecutive_skips)
         self.transform = PairedRandomResizedCrop(self.size, crop_scale, crop_ratio)
-        self.state = _IterState()
-        self.cache = DecodedVideoCache(int(decoded_cache_mb) * 2**20)
-
-    def set_state(
-        self, *, epoch: int, pass_index: int = 0, rank: int | None = None, world_size: int | None = None
-    ) -> None:
-        """Fix the epoch (and pass, rank) for the next iteration; the loader calls this in the main process."""
-        self.state = _IterState(epoch, pass_index, rank, world_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.state = _IterState(epoch, 0, self.state.rank, self.state.world_size)
-
-    # -- stream construction -------------------------------------------------------------------
-    def _slot(self) -> tuple[int, int, int, int]:
-        rank, world = self.state.rank, self.state.world_size
-        if rank is None or world is None:
-            rank, world = get_rank_and_world_size()
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return rank, world, worker, workers
-
-    def _urls(self, rng: np.random.Generator, slot: int, slots: int, guard: _SkipGuard) -> Iterator[dict]:
-        if self.resampled:
-            while True:
-                guard.opened_shard()
-                yield {"url": self.shards[int(rng.integers(len(self.shards)))]}
-        order_rng = np.random.default_rng([self.seed, self.state.epoch, self.state.pass_index])
-        shards = [self.shards[i] for i in order_rng.permutation(len(self.shards))]
-        mine = shards[slot::slots] if len(shards) >= slots else shards
-        for url in mine:
-            guard.opened_shard()
-            yield {"url": url}
-
-    def _raw_samples(self, rng: np.random.Generator, guard: _SkipGuard) -> Iterator[dict]:
-        rank, world, worker, workers = self._slot()
-        slot, slots = rank * workers + worker, world * workers
-        samples = tarfile_samples(self._urls(rng, slot, slots, guard), handler=guard.tar_error)
-        if not self.resampled and len(self.shards) < slots:
-            # fewer shards than (rank, worker) slots: every slot reads all shards, keeps every slots-th sample
-            samples = (s for i, s in enumerate(samples) if i % slots == slot)
-        return _shuffled(samples, self.shuffle_buffer, rng)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        rank, world, worker, _ = self._slot()
-        rng = np.random.default_rng([self.seed, rank, worker, self.state.epoch, self.state.pass_index])
-        guard = _SkipGuard(self.max_consecutive_skips, self.shards, buffered=max(self.shuffle_buffer, 0))
-        for raw in self._raw_samples(rng, guard):
-            key = str(raw.get("__key__", "<no key>"))
-            try:
-                sample = self.process(raw, rng)
-            except Exception as exc:  # a bad sample must never stop the epoch; TooManySkips bounds this
-                guard.skip(f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}")
-                continue
-            sample["skipped"] = guard.yielded()
-            yield sample
-        if guard.since_yield:
-            logger.warning(
-                "%d skipped samples at the end of a finite pass were not reported in a batch",
-                guard.since_yield,
-            )
 
     # -- one sample ----------------------------------------------------------------------------
     def _frame_indices(self, num_frames: int, rng: np.random.Generator) -> tuple[int, list[int]]:
@@ -353,12 +210,8 @@ def collate_pose_video(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class PoseVideoLoader:
-    """Yields exactly `batches_per_epoch` batches per rank and epoch (so DDP ranks stay in step).
-
-    Each epoch builds a fresh DataLoader after fixing the dataset's epoch, rank and world size in
-    the main process. A finite (resampled=False) stream that runs dry is restarted as a new pass.
-    """
+class PoseVideoLoader(ExactBatchLoader):
+    """Yields exactly `batches_per_epoch` collated pose-video batches per rank and epoch."""
 
     def __init__(
         self,
@@ -370,63 +223,15 @@ class PoseVideoLoader:
         seed: int,
         pin_memory: bool = False,
     ) -> None:
-        if batch_size < 1 or batches_per_epoch < 1 or num_workers < 0:
-            raise ValueError(
-                f"need batch_size >= 1, batches_per_epoch >= 1 and num_workers >= 0, got {batch_size}, "
-                f"{batches_per_epoch}, {num_workers}"
-            )
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.batches_per_epoch = batches_per_epoch
-        self.seed = seed
-        self.pin_memory = pin_memory
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch of the next iteration (e.g. when resuming); otherwise it counts up."""
-        self.epoch = int(epoch)
-
-    def _pass(self, epoch: int, pass_index: int, rank: int, world: int) -> DataLoader:
-        self.dataset.set_state(epoch=epoch, pass_index=pass_index, rank=rank, world_size=world)
-        state = np.random.SeedSequence([self.seed, rank, epoch, pass_index]).generate_state(1)[0]
-        generator = torch.Generator().manual_seed(int(state))
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
+        super().__init__(
+            dataset,
             collate_fn=collate_pose_video,
-            drop_last=True,
-            pin_memory=self.pin_memory,
-            generator=generator,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            batches_per_epoch=batches_per_epoch,
+            seed=seed,
+            pin_memory=pin_memory,
         )
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        epoch = self.epoch
-        self.epoch += 1
-        rank, world = get_rank_and_world_size()
-        produced, pass_index = 0, 0
-        while produced < self.batches_per_epoch:
-            batches = iter(self._pass(epoch, pass_index, rank, world))
-            got = 0
-            try:
-                for batch in batches:
-                    yield batch
-                    produced += 1
-                    got += 1
-                    if produced == self.batches_per_epoch:
-                        break
-            finally:
-                del batches  # shuts the workers of this pass down
-            if got == 0:
-                raise RuntimeError(
-                    f"rank {rank} got no complete batch of {self.batch_size} from {len(self.dataset.shards)} "
-                    f"shard(s) in a whole pass; use resampled=True, a smaller batch size, or more data"
-                )
-            pass_index += 1
 
 
 def build_loader(
@@ -446,6 +251,30 @@ def build_loader(
         batches_per_epoch=batches_per_epoch,
         seed=seed,
         pin_memory=pin_memory,
+    )
+
+
+def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int) -> PoseVideoLoader:
+    """The training loader from a `data:` config (conf/data/animate_anyone.yaml); `seed` is per rank."""
+    dataset = build_pose_video_dataset(
+        shards,
+        num_frames=data.num_frames,
+        stride=data.stride,
+        margin=data.margin,
+        size=tuple(data.size),
+        crop_scale=tuple(data.crop_scale),
+        crop_ratio=tuple(data.crop_ratio),
+        seed=seed,
+        resampled=True,
+        shuffle_buffer=data.shuffle_buffer,
+        decoded_cache_mb=data.get("decoded_cache_mb", 0),
+    )
+    return build_loader(
+        dataset,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        batches_per_epoch=data.batches_per_epoch,
+        seed=seed,
     )
 
 

@@ -26,7 +26,10 @@ def side_by_side(*videos: np.ndarray) -> np.ndarray:
 
 
 class SampleVideoWriter(Callback):
-    """Writes validation samples as mp4 (pose | generated | ground truth) and logs them to W&B."""
+    """Writes validation samples as mp4 ([pose |] generated | ground truth) and logs them to W&B.
+
+    Ground truth is the batch's "frames" (Animate Anyone) or "video" (DynamiCrafter); pose only when present.
+    """
 
     def __init__(self, out_dir: Path, max_videos: int = 2, fps: int = 8) -> None:
         self.out_dir = Path(out_dir)
@@ -42,12 +45,10 @@ class SampleVideoWriter(Callback):
             return
         generated = videos["generated"]
         paths = []
+        truth = batch["frames"] if "frames" in batch else batch["video"]
         for i in range(min(len(batch["key"]), self.max_videos - batch_idx * len(batch["key"]))):
-            frames = side_by_side(
-                to_uint8_frames(batch["pose"][i], (0.0, 1.0)),
-                to_uint8_frames(generated[i]),
-                to_uint8_frames(batch["frames"][i]),
-            )
+            panels = [to_uint8_frames(batch["pose"][i], (0.0, 1.0))] if "pose" in batch else []
+            frames = side_by_side(*panels, to_uint8_frames(generated[i]), to_uint8_frames(truth[i]))
             path = self.out_dir / f"step{trainer.global_step:07d}_{batch['key'][i]}.mp4"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_mp4(path, frames, fps=self.fps)

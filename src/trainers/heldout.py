@@ -3,7 +3,8 @@
 For every clip: the trained model, the untrained model (same architecture at initialisation) and the
 repeat-the-reference baseline are scored with SSIM and PSNR against the ground truth and, when the
 silhouette is known, with the IoU of the generated foreground against it (pose following).
-Side-by-side mp4s (pose | trained | untrained | ground truth) go to `out_dir`.
+Side-by-side mp4s (pose | trained | untrained | ground truth) go to `out_dir`. `evaluate_animate_anyone`
+is what conf/evaluation/animate_anyone_heldout.yaml names; the runner calls it after the last stage.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from src.data.heldout_clips import HeldoutClips
+from src.data.heldout_clips import HeldoutClips, load_heldout_clips
 from src.data.video_io import write_mp4
 from src.eval.animation_scores import foreground_mask, silhouette_iou, video_psnr, video_ssim
 from src.trainers.callbacks import side_by_side, to_uint8_frames
+from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +79,34 @@ def evaluate_heldout(
         "panels": ["pose", *models, "ground_truth"],
         "videos": videos_written,
     }
+
+
+def trained_and_untrained(stage_cfg: DictConfig, stage: str, weights: str, seed: int) -> dict[str, torch.nn.Module]:
+    """The stage's module with the trained `weights` and the same architecture at initialisation, in eval mode."""
+    L.seed_everything(seed, workers=True)
+    untrained = instantiate(stage_cfg.model, stage=stage, init_weights=None)
+    trained = instantiate(stage_cfg.model, stage=stage, init_weights=None)
+    load_net_weights(trained.net, weights)  # the whole container (motion modules, query transformer, ...)
+    return {"trained": trained.eval(), "untrained": untrained.eval()}
+
+
+def evaluate_animate_anyone(
+    *,
+    cfg: DictConfig,
+    stage_cfg: DictConfig,
+    stage: str,
+    weights: str,
+    heldout_shards,
+    out_dir: Path,
+    num_videos: int,
+    num_frames: int,
+    stride: int,
+    reference_index: int = 0,
+    foreground_threshold: float = 0.12,
+    seed: int = 1234,
+) -> dict:
+    """Held-out proof of an Animate Anyone run (the runner's `evaluation._target_`); returns `evaluate_heldout`'s dict."""
+    clips = load_heldout_clips(heldout_shards, num_videos, num_frames, stride, stage_cfg.data.size, reference_index)
+    models = trained_and_untrained(stage_cfg, stage, weights, cfg.seed)
+    fps = cfg.data.demo.fps if cfg.data.demo else 8
+    return evaluate_heldout(models, clips, out_dir, seed, foreground_threshold, fps)

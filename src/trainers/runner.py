@@ -4,6 +4,11 @@ Each stage's settings are `stages.<name>` merged over the root config, so stage 
 Anyone carry their own data, resolution, frames, batch, steps and learning rate. A stage whose final
 weights exist is done and is skipped on a rerun; an unfinished stage resumes from its `last.ckpt` with
 its step count intact. Everything lands in the Hydra run directory.
+
+The system-specific parts are named by config, so this file serves every system: `data.train_loader` and
+`data.val_loader` build the loaders (partial functions of the data config and the shards), `data.demo`
+generates the embedded demo shards (a `_target_` returning `.train`/`.heldout` shard lists), and
+`evaluation._target_` is the held-out evaluation run after the last stage.
 """
 
 from __future__ import annotations
@@ -19,13 +24,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.heldout_clips import HeldoutClips
-from src.data.pose_video_dataset import build_loader, build_pose_video_dataset, load_heldout_videos
-from src.trainers.animate_anyone import stage_weights_path
 from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
-from src.trainers.heldout import evaluate_heldout
 from src.trainers.loggers import build_loggers, finish_wandb
-from src.trainers.weights_io import load_net_weights, save_net_weights
+from src.trainers.weights_io import save_net_weights
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,20 @@ def stage_config(cfg: DictConfig, name: str) -> DictConfig:
     return merged
 
 
+def stage_weights_path(stage_dir: Path) -> Path:
+    """Where a stage's final trained weights go (the next stage and the held-out evaluation read them)."""
+    return Path(stage_dir) / "final" / "net.safetensors"
+
+
 def resolve_data(cfg: DictConfig) -> DataPaths:
     """Shard lists from config, generating the embedded demo data on first use when `data.demo` is set."""
     if cfg.data.demo:
-        from src.data.demo_dataset import ensure_demo_shards
-
-        demo = ensure_demo_shards(Path(cfg.paths.cache) / "animate_anyone_demo", **OmegaConf.to_container(cfg.data.demo))
+        if "_target_" not in cfg.data.demo:
+            raise ValueError(
+                "data.demo is set but has no _target_: name the demo generator, e.g. "
+                "_target_: src.data.demo_dataset.ensure_demo_shards (see conf/data/*_demo.yaml)."
+            )
+        demo = instantiate(cfg.data.demo)
         return DataPaths(train=demo.train, heldout=demo.heldout)
     if not cfg.data.train_shards:
         raise ValueError("data.train_shards is not set: point it at your shards (python -m src.data.make_shards).")
@@ -82,32 +91,15 @@ def resolve_data(cfg: DictConfig) -> DataPaths:
 
 
 def build_train_loader(cfg: DictConfig, shards, rank_seed: int):
-    d = cfg.data
-    dataset = build_pose_video_dataset(
-        shards,
-        num_frames=d.num_frames,
-        stride=d.stride,
-        margin=d.margin,
-        size=tuple(d.size),
-        crop_scale=tuple(d.crop_scale),
-        crop_ratio=tuple(d.crop_ratio),
-        seed=rank_seed,
-        resampled=True,
-        shuffle_buffer=d.shuffle_buffer,
-        decoded_cache_mb=d.get("decoded_cache_mb", 0),
-    )
-    return build_loader(
-        dataset,
-        batch_size=d.batch_size,
-        num_workers=d.num_workers,
-        batches_per_epoch=d.batches_per_epoch,
-        seed=rank_seed,
-    )
+    """`data.train_loader` (a partial taking the data config, the shards and the per-rank seed)."""
+    return instantiate(cfg.data.train_loader)(cfg.data, shards, rank_seed)
 
 
-def build_heldout_clips(shards, num_videos: int, num_frames: int, stride: int, size, reference_index: int) -> HeldoutClips:
-    videos = load_heldout_videos(shards, max_videos=num_videos)
-    return HeldoutClips(videos, num_frames=num_frames, stride=stride, size=tuple(size), reference_index=reference_index)
+def build_val_loader(cfg: DictConfig, shards):
+    """`data.val_loader` over the held-out shards, or None when there are none or `data.val.num_videos` is 0."""
+    if not shards or cfg.data.val.num_videos <= 0:
+        return None
+    return instantiate(cfg.data.val_loader)(cfg.data, shards)
 
 
 def accumulation_steps(global_batch: int | None, per_device: int, world_size: int) -> int:
@@ -139,11 +131,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
 
     train_loader = build_train_loader(cfg, data.train, rank_seed=cfg.seed + 1000 * trainer.global_rank)
-    val_loader = None
-    if data.heldout and cfg.data.val.num_videos > 0:
-        v = cfg.data.val
-        clips = build_heldout_clips(data.heldout, v.num_videos, v.num_frames, v.stride, cfg.data.size, v.reference_index)
-        val_loader = torch.utils.data.DataLoader(clips, batch_size=1, shuffle=False)
+    val_loader = build_val_loader(cfg, data.heldout)
 
     last = stage_dir / "checkpoints" / "last.ckpt"
     resumed_from = None
@@ -176,16 +164,25 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
 
 
 def run_heldout_evaluation(cfg: DictConfig, last_stage: str, weights: str, data: DataPaths, run_dir: Path) -> dict:
-    e = cfg.evaluation
-    stage_cfg = stage_config(cfg, last_stage)
-    clips = build_heldout_clips(data.heldout, e.num_videos, e.num_frames, e.stride, stage_cfg.data.size, e.reference_index)
-    L.seed_everything(cfg.seed, workers=True)
-    untrained = instantiate(stage_cfg.model, stage=last_stage, init_weights=None)
-    trained = instantiate(stage_cfg.model, stage=last_stage, init_weights=None)
-    load_net_weights(trained.net, weights)  # the whole container, motion modules included
-    models = {"trained": trained.eval(), "untrained": untrained.eval()}
-    fps = cfg.data.demo.fps if cfg.data.demo else 8
-    return evaluate_heldout(models, clips, run_dir / "heldout", e.seed, e.foreground_threshold, fps)
+    """Calls `evaluation._target_` with the other `evaluation` keys; it returns {"scores", "videos", ...}."""
+    params = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    params.pop("heldout", None)
+    if "_target_" not in params:
+        raise ValueError(
+            "evaluation.heldout is true but evaluation has no _target_: pick an evaluation config "
+            "(e.g. evaluation=animate_anyone_heldout) or set evaluation.heldout=false."
+        )
+    if not data.heldout:
+        raise ValueError("evaluation.heldout is true but there are no held-out shards: set data.heldout_shards.")
+    evaluate = instantiate(params, _partial_=True)
+    return evaluate(
+        cfg=cfg,
+        stage_cfg=stage_config(cfg, last_stage),
+        stage=last_stage,
+        weights=weights,
+        heldout_shards=data.heldout,
+        out_dir=run_dir / "heldout",
+    )
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

@@ -1,0 +1,86 @@
+"""Generate-once caching of demo shard sets: `<root>/demo-<hash of the arguments>/{train,heldout}/`.
+
+The generator writes into a temporary folder that is renamed into place when complete, so an interrupted
+or concurrent generation never leaves a half-written set that later runs would read. A `stamp.json` holds
+the arguments (and whatever the generator reports, e.g. its seeds); a set is reused only if they match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["STAMP_NAME", "DemoShards", "ensure_generated"]
+
+STAMP_NAME = "stamp.json"
+
+
+@dataclass(frozen=True)
+class DemoShards:
+    """Shard paths of a generated demo dataset."""
+
+    train: list[str]
+    heldout: list[str]
+    root: Path
+
+
+def _shards_of(folder: Path) -> list[str] | None:
+    """Shard paths listed in a split's manifest, or None if anything is missing."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    paths = [str(folder / shard["path"]) for shard in manifest.get("shards", [])]
+    return paths if all(os.path.isfile(p) for p in paths) else None
+
+
+def _load(folder: Path, args: dict[str, Any]) -> DemoShards | None:
+    try:
+        stamp = json.loads((folder / STAMP_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    train, heldout = _shards_of(folder / "train"), _shards_of(folder / "heldout")
+    if stamp.get("args") != args or train is None or heldout is None:
+        return None
+    return DemoShards(train=train, heldout=heldout, root=folder)
+
+
+def ensure_generated(
+    root: str | Path, args: dict[str, Any], write: Callable[[Path], dict[str, Any]]
+) -> DemoShards:
+    """The demo set for `args` under `root`, calling `write(folder)` to create `folder/train` and
+    `folder/heldout` shard sets on first use; `write` returns extra stamp entries (e.g. {"seeds": ...})."""
+    digest = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:10]
+    root = Path(root)
+    final = root / f"demo-{digest}"
+    existing = _load(final, args)
+    if existing is not None:
+        return existing
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-demo-{digest}-", dir=root))
+    try:
+        extra = write(tmp)
+        (tmp / STAMP_NAME).write_text(json.dumps({"args": args, **extra}, indent=1))
+        if final.exists():  # stale or broken (the valid case returned above); another process may race us
+            if _load(final, args) is None:
+                shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if _load(final, args) is None:  # not a concurrent writer's finished copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    loaded = _load(final, args)
+    if loaded is None:
+        raise RuntimeError(
+            f"demo shards in {final} are incomplete after generation; delete the folder and retry"
+        )
+    return loaded

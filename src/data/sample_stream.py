@@ -1,0 +1,342 @@
+"""Shared machinery of the training data pipelines: shard streams per (rank, worker), skip guard, exact batch counts.
+
+`ShardSampleDataset` streams raw webdataset samples (dicts of bytes) from shards and turns each into a
+training sample with the subclass's `process(raw, rng)`. Bad samples are skipped, logged and counted in
+the next yielded sample's "skipped" field. Each (rank, worker) draws shards itself (resampled, the
+training default) or takes a disjoint slice of them (resampled=False); webdataset's `single_node_only`
+splitter is never used, and `ExactBatchLoader` yields exactly `batches_per_epoch` batches per rank, so
+DDP ranks never hang waiting for each other. Layouts are the subclasses' (they state them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import tarfile_samples
+
+from src.data.decoded_cache import DecodedVideoCache
+
+__all__ = [
+    "ExactBatchLoader",
+    "IterState",
+    "SampleError",
+    "ShardSampleDataset",
+    "SkipGuard",
+    "TooManySkips",
+    "get_rank_and_world_size",
+    "shuffled",
+]
+
+_log = logging.getLogger(__name__)
+
+
+class SampleError(ValueError):
+    """A shard sample that cannot be used (missing entry, mismatch, too short); it gets skipped."""
+
+
+class TooManySkips(RuntimeError):
+    """Every recent sample failed: the shards are unusable, so stop instead of looping forever."""
+
+
+def get_rank_and_world_size() -> tuple[int, int]:
+    """Rank and world size from torch.distributed if initialised, else RANK/WORLD_SIZE, else SLURM."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_var in os.environ and size_var in os.environ:
+            rank, size = int(os.environ[rank_var]), int(os.environ[size_var])
+            if not 0 <= rank < size:
+                raise ValueError(f"{rank_var}={rank} is not in [0, {size_var}={size})")
+            return rank, size
+    return 0, 1
+
+
+def shuffled(items: Iterator[Any], buffer_size: int, rng: np.random.Generator) -> Iterator[Any]:
+    """Buffered shuffle: keep `buffer_size` items, emit a random one as each new item arrives."""
+    if buffer_size <= 1:
+        yield from items
+        return
+    buffer: list[Any] = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        index = int(rng.integers(len(buffer)))
+        yield buffer[index]
+        buffer[index] = item
+    order = rng.permutation(len(buffer))
+    for index in order:
+        yield buffer[index]
+
+
+class SkipGuard:
+    """Counts skips since the last yield; raises TooManySkips when nothing usable turns up.
+
+    `hint` ends the TooManySkips message: what to check for this kind of shard.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        shards: Sequence[str],
+        buffered: int = 0,
+        *,
+        logger: logging.Logger | None = None,
+        hint: str = "check the shards and the data config",
+        entries: str = "'mp4'",
+    ) -> None:
+        self.limit = limit
+        self.buffered = buffered
+        self.shards = shards
+        self.logger = logger or _log
+        self.hint = hint
+        self.entries = entries
+        self.since_yield = 0
+        self.consecutive = 0
+        self.shard_opens = 0
+        self.last_reasons: list[str] = []
+
+    def skip(self, key: str, reason: str) -> None:
+        self.logger.warning("skipping sample %s: %s", key, reason)
+        self.since_yield += 1
+        self.consecutive += 1
+        self.last_reasons = (self.last_reasons + [f"{key}: {reason}"])[-3:]
+        if self.consecutive >= self.limit:
+            raise TooManySkips(
+                f"{self.consecutive} consecutive samples failed in shards {list(self.shards)[:3]}"
+                f"{' ...' if len(self.shards) > 3 else ''}; last reasons: {self.last_reasons}. {self.hint}"
+            )
+
+    def tar_error(self, exc: Exception) -> bool:
+        """webdataset handler: a broken or missing tar counts as a skip; keep going."""
+        self.skip("<tar>", f"{type(exc).__name__}: {exc}")
+        return True
+
+    def opened_shard(self) -> None:
+        self.shard_opens += 1
+        if self.shard_opens > max(self.limit, 2 * len(self.shards)) + self.buffered:
+            raise TooManySkips(
+                f"{self.shard_opens} shards were read without one usable sample (shards "
+                f"{list(self.shards)[:3]}); they may be empty or hold no {self.entries} entries"
+            )
+
+    def yielded(self) -> int:
+        count = self.since_yield
+        self.since_yield = self.consecutive = self.shard_opens = 0
+        return count
+
+
+@dataclass
+class IterState:
+    """What one iteration of a dataset depends on besides its seed; fixed by the loader in the main process."""
+
+    epoch: int = 0
+    pass_index: int = 0
+    rank: int | None = None
+    world_size: int | None = None
+
+
+class ShardSampleDataset(IterableDataset):
+    """Iterable of processed samples from webdataset shards; subclasses implement `process(raw, rng)`.
+
+    Random draws come from a numpy Generator seeded by (seed, rank, worker id, epoch, pass), so streams
+    are reproducible. `process` raises on any defect; the sample is then skipped, logged and counted.
+    """
+
+    #: logger the skip warnings go to (subclasses set their module's logger)
+    logger: logging.Logger = _log
+    #: the end of a TooManySkips message: what to check
+    skip_hint: str = "check the shards and the data config"
+    #: the entries a usable sample has, for the "no usable sample" message
+    required_entries: str = "'mp4'"
+
+    def __init__(
+        self,
+        shards: Sequence[str],
+        *,
+        seed: int = 0,
+        resampled: bool = True,
+        shuffle_buffer: int = 64,
+        max_consecutive_skips: int = 1000,
+        decoded_cache_mb: int = 0,
+    ) -> None:
+        super().__init__()
+        if not shards:
+            raise ValueError(
+                f"{type(self).__name__} needs at least one shard; see src.data.shards.list_shards"
+            )
+        self.shards = list(shards)
+        self.seed = int(seed)
+        self.resampled = bool(resampled)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.max_consecutive_skips = int(max_consecutive_skips)
+        self.state = IterState()
+        self.cache = DecodedVideoCache(int(decoded_cache_mb) * 2**20)
+
+    def set_state(
+        self, *, epoch: int, pass_index: int = 0, rank: int | None = None, world_size: int | None = None
+    ) -> None:
+        """Fix the epoch (and pass, rank) for the next iteration; the loader calls this in the main process."""
+        self.state = IterState(epoch, pass_index, rank, world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.state = IterState(epoch, 0, self.state.rank, self.state.world_size)
+
+    def process(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """One raw shard sample (bytes per entry, `__key__`, `__url__`) -> one training sample; raise if bad."""
+        raise NotImplementedError
+
+    # -- stream construction -------------------------------------------------------------------
+    def _slot(self) -> tuple[int, int, int, int]:
+        rank, world = self.state.rank, self.state.world_size
+        if rank is None or world is None:
+            rank, world = get_rank_and_world_size()
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return rank, world, worker, workers
+
+    def _urls(self, rng: np.random.Generator, slot: int, slots: int, guard: SkipGuard) -> Iterator[dict]:
+        if self.resampled:
+            while True:
+                guard.opened_shard()
+                yield {"url": self.shards[int(rng.integers(len(self.shards)))]}
+        order_rng = np.random.default_rng([self.seed, self.state.epoch, self.state.pass_index])
+        shards = [self.shards[i] for i in order_rng.permutation(len(self.shards))]
+        mine = shards[slot::slots] if len(shards) >= slots else shards
+        for url in mine:
+            guard.opened_shard()
+            yield {"url": url}
+
+    def _raw_samples(self, rng: np.random.Generator, guard: SkipGuard) -> Iterator[dict]:
+        rank, world, worker, workers = self._slot()
+        slot, slots = rank * workers + worker, world * workers
+        samples = tarfile_samples(self._urls(rng, slot, slots, guard), handler=guard.tar_error)
+        if not self.resampled and len(self.shards) < slots:
+            # fewer shards than (rank, worker) slots: every slot reads all shards, keeps every slots-th sample
+            samples = (s for i, s in enumerate(samples) if i % slots == slot)
+        return shuffled(samples, self.shuffle_buffer, rng)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, world, worker, _ = self._slot()
+        rng = np.random.default_rng([self.seed, rank, worker, self.state.epoch, self.state.pass_index])
+        guard = SkipGuard(
+            self.max_consecutive_skips,
+            self.shards,
+            buffered=max(self.shuffle_buffer, 0),
+            logger=self.logger,
+            hint=self.skip_hint,
+            entries=self.required_entries,
+        )
+        for raw in self._raw_samples(rng, guard):
+            key = str(raw.get("__key__", "<no key>"))
+            try:
+                sample = self.process(raw, rng)
+            except Exception as exc:  # a bad sample must never stop the epoch; TooManySkips bounds this
+                guard.skip(f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}")
+                continue
+            sample["skipped"] = guard.yielded()
+            yield sample
+        if guard.since_yield:
+            self.logger.warning(
+                "%d skipped samples at the end of a finite pass were not reported in a batch",
+                guard.since_yield,
+            )
+
+
+class ExactBatchLoader:
+    """Yields exactly `batches_per_epoch` collated batches per rank and epoch (so DDP ranks stay in step).
+
+    Each epoch builds a fresh DataLoader after fixing the dataset's epoch, rank and world size in the main
+    process. A finite (resampled=False) stream that runs dry is restarted as a new pass.
+    """
+
+    def __init__(
+        self,
+        dataset: ShardSampleDataset,
+        *,
+        collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]],
+        batch_size: int,
+        num_workers: int,
+        batches_per_epoch: int,
+        seed: int,
+        pin_memory: bool = False,
+    ) -> None:
+        if batch_size < 1 or batches_per_epoch < 1 or num_workers < 0:
+            raise ValueError(
+                f"need batch_size >= 1, batches_per_epoch >= 1 and num_workers >= 0, got {batch_size}, "
+                f"{batches_per_epoch}, {num_workers}"
+            )
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.batches_per_epoch = batches_per_epoch
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch of the next iteration (e.g. when resuming); otherwise it counts up."""
+        self.epoch = int(epoch)
+
+    def stream_slot(self, rank: int, world: int) -> tuple[int, int]:
+        """The (rank, world size) whose sample stream this rank reads; its own by default."""
+        return rank, world
+
+    def rank_slice(self, batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+        """The part of a collated batch this rank keeps; all of it by default.
+
+        With `stream_slot` this is the one place for rank-splitting schemes (e.g. every rank reading the
+        same stream and keeping its slice of each global batch).
+        """
+        return batch
+
+    def _pass(self, epoch: int, pass_index: int, rank: int, world: int) -> DataLoader:
+        self.dataset.set_state(epoch=epoch, pass_index=pass_index, rank=rank, world_size=world)
+        state = np.random.SeedSequence([self.seed, rank, epoch, pass_index]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            drop_last=True,
+            pin_memory=self.pin_memory,
+            generator=generator,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch = self.epoch
+        self.epoch += 1
+        rank, world = get_rank_and_world_size()
+        stream_rank, stream_world = self.stream_slot(rank, world)
+        produced, pass_index = 0, 0
+        while produced < self.batches_per_epoch:
+            batches = iter(self._pass(epoch, pass_index, stream_rank, stream_world))
+            got = 0
+            try:
+                for batch in batches:
+                    yield self.rank_slice(batch, rank, world)
+                    produced += 1
+                    got += 1
+                    if produced == self.batches_per_epoch:
+                        break
+            finally:
+                del batches  # shuts the workers of this pass down
+            if got == 0:
+                raise RuntimeError(
+                    f"rank {rank} got no complete batch of {self.batch_size} from {len(self.dataset.shards)} "
+                    f"shard(s) in a whole pass; use resampled=True, a smaller batch size, or more data"
+                )
+            pass_index += 1
