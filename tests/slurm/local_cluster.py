@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "scancel")
+PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun")
+CLIENTS = ("squeue", "sinfo", "scontrol", "scancel")
 FINISHED_STATES = {
     "COMPLETED",
     "FAILED",
@@ -33,7 +34,7 @@ FINISHED_STATES = {
 def missing_binaries() -> list[str]:
     """SLURM/munge programs not on PATH (sbin included); empty when the cluster can be started."""
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    return [b for b in DAEMONS if shutil.which(b, path=path) is None]
+    return [b for b in (*PROGRAMS, *CLIENTS) if shutil.which(b, path=path) is None]
 
 
 def _free_port() -> int:
