@@ -65,7 +65,7 @@ def fitting_stride(num_frames: int, clip_frames: int, wanted: int, lowest: int) 
     largest = (num_frames - 1) // (clip_frames - 1)
     if largest < lowest:
         raise ClipTooShort(
-            f"a clip of {clip_frames} frames at stride >= {lowest} needs {(clip_frames - 1) * lowest + 1} frames "
+            f"a clip of {clip_frames} frames at stride {'' if wanted == lowest else '>= '}{lowest} needs {(clip_frames - 1) * lowest + 1} frames "
             f"but the video has {num_frames}; lower data.num_frames or data.stride_range, or drop short videos"
         )
     return min(wanted, largest)
