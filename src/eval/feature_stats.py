@@ -8,7 +8,7 @@ KVD) in the order of `paths`, so the result equals one run over the shards' data
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,3 +127,57 @@ def merge_partial_states(metric: MergeableMetric, paths: Sequence[str | Path]) -
             )
         metric.add_partial(payload["state"])
     return metric
+
+
+def save_partial_bundle(
+    metrics: Mapping[str, MergeableMetric], path: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write several metrics' local states (by name) and a plain `extra` dict (counts) to one file.
+
+    One file per shard of an evaluation (`<run>/partial/shard_<i>.pt`), merged by `merge_partial_bundles`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": _FORMAT_VERSION,
+        "metrics": {
+            name: {"signature": metric.partial_signature(), "state": metric.local_state()}
+            for name, metric in metrics.items()
+        },
+        "extra": extra or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # a crashed shard never leaves a half-written file that merges
+    return path
+
+
+def merge_partial_bundles(metrics: Mapping[str, MergeableMetric], paths: Sequence[str | Path]) -> list[dict]:
+    """Reset `metrics` and add every bundle's states in the order of `paths`; returns the bundles' extras.
+
+    Each metric's saved signature must equal the merging metric's, and every bundle must hold exactly the
+    merging set of metric names.
+    """
+    if not paths:
+        raise ValueError("merge_partial_bundles needs at least one partial-state file")
+    for metric in metrics.values():
+        metric.reset()
+    extras = []
+    for path in paths:
+        payload = load_partial_state(path)
+        saved = payload.get("metrics", {})
+        if set(saved) != set(metrics):
+            raise ValueError(
+                f"partial state '{path}' holds metrics {sorted(saved)}, but the merge expects {sorted(metrics)}; "
+                f"merge only shards of the same evaluation config."
+            )
+        for name, metric in metrics.items():
+            expected = metric.partial_signature()
+            if saved[name]["signature"] != expected:
+                raise ValueError(
+                    f"partial state '{path}' computed {name} with settings {saved[name]['signature']}, but the "
+                    f"merging metric has {expected}; merge only shards of the same evaluation config."
+                )
+            metric.add_partial(saved[name]["state"])
+        extras.append(payload.get("extra", {}))
+    return extras

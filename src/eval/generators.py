@@ -1,0 +1,137 @@
+"""Model mode: the test-set and generator interface, and the Animate Anyone implementation of both.
+
+The runner (src/eval/runner.py) needs two objects, each built from config by `_target_`:
+
+- `eval.test_set`: a `TestSet`: `keys()` (unique names, fixed order), `len()`, and `test_set[i]` -> an item
+  dict with `"key"` (str), `"real"` (the ground-truth clip `(T, 3, H, W)` uint8, written next to the
+  generated video and scored against it; optional for generators without ground truth) and whatever
+  inputs the generator reads (Animate Anyone: "reference", "pose"; DynamiCrafter: the conditioning image
+  and a caption). The runner adds `"seed"` (int, derived from the key) before calling the generator.
+- `eval.generator`: a `VideoGenerator`: `generate(batch) -> videos`, with `batch` a list of items and
+  `videos` a `(B, T, 3, H, W)` uint8 tensor in the items' order. It must seed every item from
+  `item["seed"]` (not from the batch position), so a resumed or sharded run generates the same videos
+  as a single one. Attribute `fps` (float): frame rate of the written mp4s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from src.data.heldout_clips import HeldoutClips
+from src.data.pose_video_dataset import load_heldout_videos
+from src.models.weights import require_file
+from src.trainers.weights_io import load_net_weights
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class TestSet(Protocol):
+    """Held-out items for generation (see the module docstring)."""
+
+    def keys(self) -> list[str]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class VideoGenerator(Protocol):
+    """`generate(batch: list[item]) -> (B, T, 3, H, W) uint8`; seeds each item from `item["seed"]`."""
+
+    fps: float
+
+    def generate(self, batch: list[dict[str, Any]]) -> Tensor: ...
+
+
+def to_uint8_clip(video: Tensor) -> Tensor:
+    """Model layout `c t h w` in [-1, 1] -> `(T, 3, H, W)` uint8 (the metrics' layout)."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 0, 2, 3).cpu()
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" = the first CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class AnimateAnyoneTestSet:
+    """Held-out pose-video shards as fixed clips (src.data.heldout_clips), with uint8 ground truth."""
+
+    def __init__(
+        self,
+        shards: str | Sequence[str],
+        num_frames: int,
+        stride: int,
+        size: Sequence[int],
+        num_videos: int | None = None,
+        reference_index: int = 0,
+    ) -> None:
+        if not shards:
+            raise ValueError("eval.test_set.shards is not set: point it at held-out pose-video shards")
+        videos = load_heldout_videos(shards, max_videos=num_videos)
+        self.clips = HeldoutClips(videos, num_frames, stride, tuple(size), reference_index)
+
+    def keys(self) -> list[str]:
+        return [video["key"] for video in self.clips.items]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.clips[index]
+        return {"key": item["key"], "reference": item["reference"], "pose": item["pose"],
+                "real": to_uint8_clip(item["frames"])}
+
+
+class AnimateAnyoneGenerator:
+    """A trained Animate Anyone (model config + a stage's `net.safetensors`) animating test items one by one."""
+
+    def __init__(
+        self,
+        model: DictConfig | dict | None,
+        weights: str | Path | None,
+        stage: str = "temporal",
+        num_steps: int | None = None,
+        guidance_scale: float | None = None,
+        device: str = "auto",
+        fps: float = 8.0,
+    ) -> None:
+        if model is None:
+            raise ValueError(
+                "model mode needs the model config: add `model=<name>` (e.g. model=animate_anyone) to the command"
+            )
+        file = require_file(
+            weights, "eval.checkpoint", "a stage's <run_dir>/<stage>/final/net.safetensors written by python -m src.train"
+        )
+        cfg = model if isinstance(model, DictConfig) else OmegaConf.create(model)
+        self.module = instantiate(cfg, stage=stage, init_weights=None)
+        load_net_weights(self.module.net, file)
+        self.device = resolve_device(device)
+        self.module.eval().to(self.device)
+        self.num_steps, self.guidance_scale, self.fps = num_steps, guidance_scale, float(fps)
+
+    @torch.no_grad()
+    def generate(self, batch: list[dict[str, Any]]) -> Tensor:
+        videos = []
+        for item in batch:
+            generator = torch.Generator(device=self.device).manual_seed(int(item["seed"]))
+            video = self.module.animate(
+                item["reference"][None].to(self.device),
+                item["pose"][None].to(self.device),
+                num_steps=self.num_steps,
+                guidance_scale=self.guidance_scale,
+                generator=generator,
+            )
+            videos.append(to_uint8_clip(video[0]))
+        return torch.stack(videos)

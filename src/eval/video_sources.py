@@ -1,0 +1,188 @@
+"""Where evaluation videos come from: a folder of `<name>.mp4` files or webdataset shards, read by name.
+
+Layout: files hold `t h w c` uint8 RGB (the on-disk layout); `read_clip` returns `(T, C, H, W)` uint8
+tensors, the layout the metrics' `update()` takes once a batch dim is added. A clip is `num_frames`
+frames taken every `stride` frames from `start` (`num_frames=None`: every such frame to the end).
+A file that cannot be decoded or is too short raises `BadVideoError`, which the runner counts and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from src.data.shards import list_shards
+from src.data.video_io import VideoDecodeError, decode_mp4, probe_mp4
+
+log = logging.getLogger(__name__)
+ResizeMode = Literal["resize", "center_crop", "none"]
+VIDEO_SUFFIXES = (".mp4",)
+
+
+class BadVideoError(ValueError):
+    """A video that cannot be used (unreadable, too short); counted in metrics.json, never silently dropped."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which frames of a video form the evaluated clip: `start + i * stride` for i < num_frames."""
+
+    num_frames: int | None = 16
+    stride: int = 1
+    start: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stride < 1 or self.start < 0 or (self.num_frames is not None and self.num_frames < 1):
+            raise ValueError(
+                f"clip needs num_frames >= 1 (or null), stride >= 1 and start >= 0, got {self}; fix eval.clip"
+            )
+
+    def indices(self, total: int) -> list[int]:
+        """Frame indices for a video of `total` frames; BadVideoError when the video is too short."""
+        if self.num_frames is None:
+            idx = list(range(self.start, total, self.stride))
+        else:
+            idx = [self.start + i * self.stride for i in range(self.num_frames)]
+        if not idx or idx[-1] >= total:
+            need = (idx[-1] + 1) if idx else self.start + 1
+            raise BadVideoError(
+                f"video has {total} frames; the clip ({self.num_frames} frames at stride {self.stride} from "
+                f"{self.start}) needs {need}"
+            )
+        return idx
+
+
+class VideoSource(Protocol):
+    """Named videos: `keys()` sorted, `read(key)` the mp4 bytes, `describe()` for metrics.json."""
+
+    def keys(self) -> list[str]: ...
+
+    def read(self, key: str) -> bytes: ...
+
+    def describe(self) -> str: ...
+
+
+class FolderSource:
+    """A folder of `<name>.mp4` files (not recursive); the key is the file stem."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser()
+        if not self.folder.is_dir():
+            raise FileNotFoundError(
+                f"video folder {self.folder} does not exist; set eval.generated_dir / eval.real_dir to a folder "
+                f"of <name>.mp4 files"
+            )
+        self._files = {p.stem: p for p in self.folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES}
+
+    def keys(self) -> list[str]:
+        return sorted(self._files)
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._files[key].read_bytes()
+        except OSError as error:
+            raise BadVideoError(f"cannot read {self._files[key]}: {error}") from error
+
+    def describe(self) -> str:
+        return str(self.folder)
+
+
+class ShardSource:
+    """The `mp4` entries of webdataset shards, read by sample key (tar headers indexed once, data on demand)."""
+
+    def __init__(self, spec: str | Sequence[str], entry: str = "mp4") -> None:
+        self.spec, self.entry = spec, entry
+        self._index: dict[str, tuple[str, int, int]] = {}
+        for shard in list_shards(spec):
+            with tarfile.open(shard) as archive:
+                for member in archive:
+                    name = member.name.rsplit("/", 1)[-1]
+                    key, _, ext = name.partition(".")
+                    if member.isfile() and ext == entry:
+                        self._index[key] = (shard, member.offset_data, member.size)
+        if not self._index:
+            raise FileNotFoundError(f"shards {spec!r} hold no '.{entry}' entries; set eval.real_shards correctly")
+
+    def keys(self) -> list[str]:
+        return sorted(self._index)
+
+    def read(self, key: str) -> bytes:
+        shard, offset, size = self._index[key]
+        with open(shard, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(size)
+
+    def describe(self) -> str:
+        return f"shards {self.spec}"
+
+
+def build_source(folder: str | None, shards: str | Sequence[str] | None, what: str) -> VideoSource | None:
+    """A FolderSource or ShardSource from the config pair (`<what>_dir`, `<what>_shards`); None if neither."""
+    if folder and shards:
+        raise ValueError(f"set only one of eval.{what}_dir and eval.{what}_shards, not both")
+    if folder:
+        return FolderSource(folder)
+    if shards:
+        return ShardSource(shards if isinstance(shards, str) else list(shards))
+    return None
+
+
+def read_clip(data: bytes, clip: ClipSpec) -> Tensor:
+    """mp4 bytes -> `(T, 3, H, W)` uint8 clip; BadVideoError for unreadable or too-short videos."""
+    try:
+        total = probe_mp4(data).num_frames
+        frames = decode_mp4(data, clip.indices(total))
+    except (VideoDecodeError, IndexError, OSError) as error:
+        raise BadVideoError(str(error)) from error
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+def resize_clip(frames: Tensor, size: Sequence[int] | None, mode: ResizeMode) -> Tensor:
+    """`(T, 3, H, W)` uint8 -> uint8 at `size` (h, w): "resize" stretches, "center_crop" scales the shorter
+    side to cover then crops the centre, "none" (or size None) keeps it. Antialiased bilinear, rounded."""
+    if size is None or mode == "none":
+        return frames
+    if mode not in ("resize", "center_crop"):
+        raise ValueError(f"eval.resize must be 'resize', 'center_crop' or 'none', got {mode!r}")
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = frames.shape[-2:]
+    if (h, w) == (out_h, out_w):
+        return frames
+    x = frames.float()
+    if mode == "resize":
+        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
+    else:
+        scale = max(out_h / h, out_w / w)
+        new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        x = x[..., top : top + out_h, left : left + out_w]
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def encode_frames_for_storage(frames: Tensor) -> np.ndarray:
+    """`(T, 3, H, W)` uint8 -> `t h w c` uint8 numpy (the on-disk layout) for write_mp4."""
+    return frames.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def read_prompts(path: str | Path | None) -> dict[str, dict[str, str]]:
+    """`{name: {"source_prompt": ..., "target_prompt": ...}}` from a JSON file (Fram-Acc needs both)."""
+    if not path:
+        return {}
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"eval.prompts_file {file} does not exist; it maps video names to prompts")
+    data = json.loads(file.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{file} must hold a JSON object {{name: {{source_prompt, target_prompt}}}}")
+    return data
