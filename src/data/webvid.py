@@ -58,10 +58,10 @@ __all__ = [
 
 REQUIRED_COLUMNS = ("videoid", "name")
 STATE_DIR = ".webvid"
-_RESIZE_BATCH = 16  # frames resized at once (bounds the float32 working memory)
+_RESIZE_BATCH = 64  # frames resized at once (bounds the working memory)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WebVidRow:
     """One CSV row: the id, the original caption (`name`) and the downloader's page folder ('' if none)."""
 
@@ -153,14 +153,28 @@ def _center_box(height: int, width: int, target_h: int, target_w: int) -> tuple[
 
 
 def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8: shorter-side resize + center crop (antialiased)."""
-    from src.data.transforms import CropBox, crop_resize  # torch import kept out of the CSV-only paths
+    """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8: shorter-side resize + center crop (antialiased bilinear).
 
-    box = CropBox(*_center_box(frames.shape[1], frames.shape[2], height, width))
+    Resizes the uint8 frames directly (torch's channels-last uint8 kernel): about 4x faster than going
+    through float32 as src.data.transforms.crop_resize does, and within 1 grey level of it.
+    """
+    import torch  # imported here: reading the CSV and planning need no torch
+    import torch.nn.functional as F
+
+    top, left, crop_h, crop_w = _center_box(frames.shape[1], frames.shape[2], height, width)
+    crop = frames[:, top : top + crop_h, left : left + crop_w]
     out = np.empty((frames.shape[0], height, width, 3), np.uint8)
     for start in range(0, frames.shape[0], _RESIZE_BATCH):
-        part = crop_resize(frames[start : start + _RESIZE_BATCH], box, (height, width), kind="pixels")
-        out[start : start + part.shape[0]] = part.mul_(255.0).round_().byte().permute(0, 2, 3, 1).numpy()
+        part = torch.from_numpy(np.ascontiguousarray(crop[start : start + _RESIZE_BATCH])).permute(0, 3, 1, 2)
+        if (crop_h, crop_w) != (height, width):
+            part = F.interpolate(
+                part.contiguous(memory_format=torch.channels_last),
+                size=(height, width),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+        out[start : start + part.shape[0]] = part.permute(0, 2, 3, 1).numpy()
     return out
 
 
@@ -307,7 +321,9 @@ def _prepare_out(out: Path, prefix: str, settings: dict[str, Any], overwrite: bo
         ours = []
     if run_file.is_file():
         previous = json.loads(run_file.read_text())
-        differs = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+        differs = {  # the CSV's location may change; its rows (csv_rows_sha256) may not
+            k: (previous.get(k), v) for k, v in settings.items() if k != "csv" and previous.get(k) != v
+        }
         if differs:
             shown = ", ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in differs.items())
             raise FileExistsError(
@@ -459,10 +475,12 @@ def convert_webvid(
     return manifest
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the docstring's layout and show each option's default."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("--csv", required=True, help="WebVid-style CSV (videoid, name[, page_dir, ...])")
     parser.add_argument("--videos", required=True, help="folder of downloaded videos")
     parser.add_argument("--out", required=True, help="output folder for the shards and manifest.json")

@@ -13,6 +13,7 @@ import pytest
 from webdataset.tariterators import tarfile_samples
 
 from src.data.shards import list_shards, read_manifest
+from src.data.transforms import CropBox, crop_resize
 from src.data.video_io import decode_mp4, write_mp4
 from src.data.webvid import (
     ClipOptions,
@@ -126,6 +127,10 @@ def test_resize_center_crop_matches_crop_then_resize() -> None:
     assert np.abs(out[:, 1:-1, 1:-1, 0] - expected[1:-1, 1:-1]).max() <= 1.0
     assert np.abs(out[:, 1:-1, 1:-1, 2] - (255 - expected[1:-1, 1:-1])).max() <= 1.0
     frames = np.random.default_rng(0).integers(0, 256, (3, 40, 100, 3), dtype=np.uint8)
+    # the float32 path of the training transforms gives the same pixels (within rounding)
+    reference = crop_resize(frames, CropBox(0, 26, 40, 48), (30, 36), kind="pixels")
+    reference = reference.mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(resize_center_crop(frames, 30, 36).astype(int) - reference).max() <= 1
     same = resize_center_crop(frames[:, :, 30:70], 40, 40)
     assert np.array_equal(same, frames[:, :, 30:70])
 
@@ -223,6 +228,9 @@ def test_other_settings_refused_unless_overwrite(webvid, tmp_path) -> None:
     assert main([*base, "--height", "16"]) == 0
     with pytest.raises(FileExistsError, match="height: was 16, now 32"):
         main([*base, "--height", "32"])
+    table.write_text(table.read_text().replace("waves, at sunset", "waves at dusk"))
+    with pytest.raises(FileExistsError, match="csv_rows_sha256"):
+        main([*base, "--height", "16"])
     assert main([*base, "--height", "32", "--overwrite"]) == 0
     assert {json.loads(s["json"])["height"] for s in read_samples(out).values()} == {32}
     (tmp_path / "foreign").mkdir()
