@@ -71,7 +71,7 @@ def test_cli_adds_captions_copies_bytes_and_counts(shards, tmp_path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert "5 samples: 2 with new captions (motion 2, scene 1), 3 kept" in run.stdout

@@ -180,7 +180,7 @@ def test_cli_parallel_then_resume_does_no_work(webvid, tmp_path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert "3 chunks of 2; 0 already done, 3 to convert" in run.stdout and "done (3/3)" in run.stdout
