@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -61,6 +62,17 @@ def _kind_of(metric: MergeableMetric, name: str) -> InputKind:
     )
 
 
+def instantiate_unwrapped(spec: Any) -> Any:
+    """hydra's instantiate, re-raising the target's own error (e.g. a missing weights file naming its config
+    key) instead of Hydra's InstantiationException wrapper, so the message a user sees is the useful one."""
+    try:
+        return instantiate(spec)
+    except InstantiationException as error:
+        if error.__cause__ is not None:
+            raise error.__cause__ from None
+        raise
+
+
 def build_metrics(specs: DictConfig | Mapping[str, Any], device: torch.device) -> dict[str, ConfiguredMetric]:
     """Instantiate every non-null entry of `eval.metrics`, in config order, on `device`."""
     plain = OmegaConf.to_container(specs, resolve=True) if isinstance(specs, DictConfig) else dict(specs)
@@ -72,7 +84,7 @@ def build_metrics(specs: DictConfig | Mapping[str, Any], device: torch.device) -
             raise ValueError(f"eval.metrics.{name} must be a mapping with a _target_ (a metric class), got {spec!r}")
         spec = dict(spec)
         inputs = spec.pop("inputs", None)
-        metric = instantiate(spec)
+        metric = instantiate_unwrapped(spec)
         if not isinstance(metric, MergeableMetric):
             raise TypeError(
                 f"eval.metrics.{name} built a {type(metric).__name__}; evaluation metrics must be "

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.data.video_io import encode_mp4
 from src.eval.feature_stats import merge_partial_bundles, save_partial_bundle
 from src.eval.generators import TestSet, VideoGenerator, resolve_device
-from src.eval.metric_setup import ConfiguredMetric, build_metrics, metric_values
+from src.eval.metric_setup import ConfiguredMetric, build_metrics, instantiate_unwrapped, metric_values
 from src.eval.scoring import ScoringSettings, merge_counts, score_shard
 from src.eval.video_sources import (
     ClipSpec,
@@ -97,7 +97,6 @@ def generate_missing(
     progress: bool = True,
 ) -> dict[str, int]:
     """Generate the test items at `positions` whose mp4s are not written yet; the generator is built lazily."""
-    from hydra.utils import instantiate
     from tqdm.auto import tqdm
 
     gen_dir, real_dir = run_dir / "generated", run_dir / "real"
@@ -123,7 +122,7 @@ def generate_missing(
         pending = [item for item in items if not (gen_dir / f"{item['key']}.mp4").is_file()]
         if pending:
             if generator is None:
-                generator = instantiate(generator_cfg)
+                generator = instantiate_unwrapped(generator_cfg)
             videos = generator.generate(pending)
             if videos.ndim != 5 or videos.shape[0] != len(pending) or videos.shape[2] != 3:
                 raise ValueError(
@@ -202,9 +201,7 @@ def _sources(cfg: DictConfig, run_dir: Path, rank: int, world: int) -> tuple:
                 f"eval.mode=model but protocol {e.protocol} sets no eval.test_set / eval.generator; model mode is "
                 "written for Animate Anyone (eval=animate_anyone_ubc|animate_anyone_tiktok)"
             )
-        from hydra.utils import instantiate
-
-        test_set = instantiate(e.test_set)
+        test_set = instantiate_unwrapped(e.test_set)
         keys = list(test_set.keys())
         if len(set(keys)) != len(keys):
             raise ValueError("the test set has repeated names; generated videos are stored by name")
