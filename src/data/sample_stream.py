@@ -282,6 +282,8 @@ class ExactBatchLoader:
         self.seed = seed
         self.pin_memory = pin_memory
         self.epoch = 0
+        self._position = (0, 0)  # (epoch, batches yielded in it): what a checkpoint stores
+        self._skip = 0
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -302,6 +304,18 @@ class ExactBatchLoader:
         """
         return batch
 
+    def state_dict(self) -> dict[str, int]:
+        """The stream's position; Lightning saves it in checkpoints so a resumed run continues the same batches."""
+        epoch, batches = self._position
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue at a saved position: the next iteration replays that epoch's stream and skips what was used."""
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= self.batches_per_epoch:
+            epoch, batches = epoch + 1, 0
+        self.epoch, self._skip = epoch, batches
+
     def _pass(self, epoch: int, pass_index: int, rank: int, world: int) -> DataLoader:
         self.dataset.set_state(epoch=epoch, pass_index=pass_index, rank=rank, world_size=world)
         state = np.random.SeedSequence([self.seed, rank, epoch, pass_index]).generate_state(1)[0]
@@ -319,6 +333,8 @@ class ExactBatchLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.epoch
         self.epoch += 1
+        skip, self._skip = self._skip, 0
+        self._position = (epoch, skip)
         rank, world = get_rank_and_world_size()
         stream_rank, stream_world = self.stream_slot(rank, world)
         produced, pass_index = 0, 0
@@ -327,7 +343,9 @@ class ExactBatchLoader:
             got = 0
             try:
                 for batch in batches:
-                    yield self.rank_slice(batch, rank, world)
+                    if produced >= skip:  # resuming: replay the epoch's stream up to the saved position
+                        self._position = (epoch, produced + 1)
+                        yield self.rank_slice(batch, rank, world)
                     produced += 1
                     got += 1
                     if produced == self.batches_per_epoch:

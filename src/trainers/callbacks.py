@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from src.data.video_io import write_mp4
+from src.trainers.preemption import PreemptionCheckpoint
 
 
 def to_uint8_frames(video: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -99,6 +100,8 @@ def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
         callbacks.append(
             SampleVideoWriter(stage_dir / "samples", cfg.sample_videos.max_videos, cfg.sample_videos.fps)
         )
+    if cfg.get("preemption"):
+        callbacks.append(PreemptionCheckpoint(**cfg.preemption))
     return callbacks
 
 
