@@ -59,7 +59,9 @@ class EMACallback(Callback):
         if update_every_n_steps < 1:
             raise ValueError(f"callbacks.ema.update_every_n_steps must be >= 1, got {update_every_n_steps}.")
         if final_weights not in FINAL_WEIGHTS:
-            raise ValueError(f"callbacks.ema.final_weights={final_weights!r}; expected one of {FINAL_WEIGHTS}.")
+            raise ValueError(
+                f"callbacks.ema.final_weights={final_weights!r}; expected one of {FINAL_WEIGHTS}."
+            )
         self.decay = decay
         self.warmup_power = warmup_power
         self.inv_gamma = inv_gamma
@@ -132,12 +134,16 @@ class EMACallback(Callback):
             )
         for name, p in params.items():
             if tuple(shadow[name].shape) != tuple(p.shape):
-                raise RuntimeError(f"callbacks.ema: {name} has shape {tuple(p.shape)}, the EMA {tuple(shadow[name].shape)}.")
+                raise RuntimeError(
+                    f"callbacks.ema: {name} has shape {tuple(p.shape)}, the EMA {tuple(shadow[name].shape)}."
+                )
         self.shadow = {n: shadow[n].to(device=params[n].device, dtype=torch.float32).clone() for n in params}
         self.num_updates = int(state["num_updates"])
         self.last_step = int(state["last_step"])
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         step = trainer.global_step  # counts optimizer steps: no update on accumulation-only batches
         if step == self.last_step or not self.shadow:
             return

@@ -66,7 +66,7 @@ def load_deepspeed_config(path: str | Path, stage: int) -> dict[str, Any]:
         found = zero.get("stage") if isinstance(zero, dict) else None
         raise ValueError(
             f"DeepSpeed config {file} has zero_optimization.stage={found!r}, but strategy=deepspeed_stage_{stage} "
-            f"expects {stage}; set \"zero_optimization\": {{\"stage\": {stage}, ...}} or pick the matching strategy."
+            f'expects {stage}; set "zero_optimization": {{"stage": {stage}, ...}} or pick the matching strategy.'
         )
     owned = [k for k in LIGHTNING_OWNED_KEYS if k in config]
     if owned:
@@ -87,15 +87,17 @@ def load_with_frozen_excluded(src: dict[str, torch.Tensor], dst: nn.Module) -> N
 
     The frozen parameters keep the values the module was built with (their own weight files).
     """
-    missing, unexpected = dst.load_state_dict(src, strict=False)
+    current = dst.state_dict()
     frozen = frozen_parameter_names(dst)
-    not_frozen = sorted(k for k in missing if k not in frozen)
+    not_frozen = sorted(k for k in set(current) - set(src) if k not in frozen)
+    unexpected = sorted(set(src) - set(current))
     if not_frozen or unexpected:
         raise RuntimeError(
             f"checkpoint does not match the model: missing trainable keys {not_frozen[:10]} "
-            f"({len(not_frozen)} in total), unexpected keys {sorted(unexpected)[:10]} ({len(unexpected)} in total). "
+            f"({len(not_frozen)} in total), unexpected keys {unexpected[:10]} ({len(unexpected)} in total). "
             "The run's model config must equal the one the checkpoint was written with."
         )
+    dst.load_state_dict({**{k: current[k] for k in set(current) - set(src)}, **src}, strict=True)
 
 
 class FrozenAwareDeepSpeedStrategy(DeepSpeedStrategy):
@@ -148,7 +150,10 @@ def deepspeed_strategy(
 
 
 def ddp_strategy(
-    find_unused_parameters: bool = False, static_graph: bool = False, gradient_as_bucket_view: bool = True, **kwargs: Any
+    find_unused_parameters: bool = False,
+    static_graph: bool = False,
+    gradient_as_bucket_view: bool = True,
+    **kwargs: Any,
 ) -> DDPStrategy:
     """Lightning DDP (gloo on CPU, NCCL on CUDA)."""
     return DDPStrategy(
@@ -175,7 +180,9 @@ def fsdp_strategy(
     from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
 
     if not accelerator_is_cuda(accelerator):
-        log.warning("strategy=fsdp on CPU: supported by Lightning with gloo but slow; strategy=ddp is the CPU choice.")
+        log.warning(
+            "strategy=fsdp on CPU: supported by Lightning with gloo but slow; strategy=ddp is the CPU choice."
+        )
     policy = functools.partial(size_based_auto_wrap_policy, min_num_params=int(auto_wrap_min_params))
     return FSDPStrategy(
         sharding_strategy=sharding_strategy,
