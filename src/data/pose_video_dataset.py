@@ -222,6 +222,7 @@ class PoseVideoLoader(ExactBatchLoader):
         batches_per_epoch: int,
         seed: int,
         pin_memory: bool = False,
+        split_global_batch: bool = False,
     ) -> None:
         super().__init__(
             dataset,
@@ -231,6 +232,7 @@ class PoseVideoLoader(ExactBatchLoader):
             batches_per_epoch=batches_per_epoch,
             seed=seed,
             pin_memory=pin_memory,
+            split_global_batch=split_global_batch,
         )
 
 
@@ -242,6 +244,7 @@ def build_loader(
     batches_per_epoch: int,
     seed: int,
     pin_memory: bool = False,
+    split_global_batch: bool = False,
 ) -> PoseVideoLoader:
     """A loader yielding exactly `batches_per_epoch` collated batches per rank and epoch."""
     return PoseVideoLoader(
@@ -251,6 +254,7 @@ def build_loader(
         batches_per_epoch=batches_per_epoch,
         seed=seed,
         pin_memory=pin_memory,
+        split_global_batch=split_global_batch,
     )
 
 
@@ -275,6 +279,7 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         num_workers=data.num_workers,
         batches_per_epoch=data.batches_per_epoch,
         seed=seed,
+        split_global_batch=bool(data.get("split_global_batch", False)),
     )
 
 

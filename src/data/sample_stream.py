@@ -268,6 +268,7 @@ class ExactBatchLoader:
         batches_per_epoch: int,
         seed: int,
         pin_memory: bool = False,
+        split_global_batch: bool = False,
     ) -> None:
         if batch_size < 1 or batches_per_epoch < 1 or num_workers < 0:
             raise ValueError(
@@ -281,6 +282,8 @@ class ExactBatchLoader:
         self.batches_per_epoch = batches_per_epoch
         self.seed = seed
         self.pin_memory = pin_memory
+        self.split_global_batch = bool(split_global_batch)
+        self._world = 1
         self.epoch = 0
         self._position = (0, 0)  # (epoch, batches yielded in it): what a checkpoint stores
         self._skip = 0
@@ -293,16 +296,25 @@ class ExactBatchLoader:
         self.epoch = int(epoch)
 
     def stream_slot(self, rank: int, world: int) -> tuple[int, int]:
-        """The (rank, world size) whose sample stream this rank reads; its own by default."""
-        return rank, world
+        """The (rank, world size) whose sample stream this rank reads: its own, or with `split_global_batch`
+        the single stream a one-process run reads."""
+        return (0, 1) if self.split_global_batch else (rank, world)
 
-    def rank_slice(self, batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
-        """The part of a collated batch this rank keeps; all of it by default.
 
-        With `stream_slot` this is the one place for rank-splitting schemes (e.g. every rank reading the
-        same stream and keeping its slice of each global batch).
-        """
-        return batch
+    def rank_slice(self, batch: dict[str, Any], rank: int, world: int, epoch: int, index: int) -> dict[str, Any]:
+        """The part of a collated batch this rank keeps: all of it, or with `split_global_batch` its
+        `batch_size` slice of the global batch plus a per-sample "sample_seed" (from seed, epoch, batch index
+        and position in the global batch), so the model's noise draws equal a one-process run's too."""
+        if not self.split_global_batch:
+            return batch
+        lo, hi = rank * self.batch_size, (rank + 1) * self.batch_size
+        out = {k: v[lo:hi] for k, v in batch.items()}
+        seeds = [
+            int(np.random.SeedSequence([self.seed, epoch, index, position]).generate_state(1)[0])
+            for position in range(lo, hi)
+        ]
+        out["sample_seed"] = torch.tensor(seeds, dtype=torch.int64)
+        return out
 
     def state_dict(self) -> dict[str, int]:
         """The stream's position; Lightning saves it in checkpoints so a resumed run continues the same batches."""
@@ -322,7 +334,7 @@ class ExactBatchLoader:
         generator = torch.Generator().manual_seed(int(state))
         return DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size * (self._world if self.split_global_batch else 1),
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             drop_last=True,
@@ -336,6 +348,7 @@ class ExactBatchLoader:
         skip, self._skip = self._skip, 0
         self._position = (epoch, skip)
         rank, world = get_rank_and_world_size()
+        self._world = world
         stream_rank, stream_world = self.stream_slot(rank, world)
         produced, pass_index = 0, 0
         while produced < self.batches_per_epoch:
@@ -345,7 +358,7 @@ class ExactBatchLoader:
                 for batch in batches:
                     if produced >= skip:  # resuming: replay the epoch's stream up to the saved position
                         self._position = (epoch, produced + 1)
-                        yield self.rank_slice(batch, rank, world)
+                        yield self.rank_slice(batch, rank, world, epoch, produced)
                     produced += 1
                     got += 1
                     if produced == self.batches_per_epoch:

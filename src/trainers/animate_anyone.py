@@ -151,10 +151,8 @@ class AnimateAnyoneModule(L.LightningModule):
             clip_embeds = self.image_encoder(reference)
         # Per-sample conditioning dropout, matching the unconditional branch at sampling time:
         # a zero CLIP embedding and no reference tokens.
-        drop = torch.rand(b, device=pixels.device) < self.cond_drop_prob
+        drop, noise, timesteps = self.draw_randomness(latents, batch.get("sample_seed"))
         clip_embeds = clip_embeds.masked_fill(drop[:, None, None], 0.0)
-        noise = self.objective.sample_noise(latents)
-        timesteps = self.objective.sample_timesteps(b, latents.device)
         noisy = self.objective.add_noise(latents, noise, timesteps)
         prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=~drop)
         loss = self.objective.loss(prediction, self.objective.target(latents, noise, timesteps), timesteps)
@@ -164,6 +162,23 @@ class AnimateAnyoneModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
         return loss
+
+    def draw_randomness(
+        self, latents: torch.Tensor, sample_seeds: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Conditioning-dropout mask, noise and timesteps: from the global RNG, or one generator per sample
+        when the loader gives "sample_seed" (data.split_global_batch), so any world size draws the same."""
+        b, device = latents.shape[0], latents.device
+        if sample_seeds is None:
+            drop = torch.rand(b, device=device) < self.cond_drop_prob
+            return drop, self.objective.sample_noise(latents), self.objective.sample_timesteps(b, device)
+        drops, noises, steps = [], [], []
+        for i, seed in enumerate(sample_seeds.tolist()):
+            g = torch.Generator(device=device).manual_seed(int(seed))
+            drops.append(torch.rand(1, device=device, generator=g) < self.cond_drop_prob)
+            noises.append(self.objective.sample_noise(latents[i : i + 1], generator=g))
+            steps.append(self.objective.sample_timesteps(1, device, generator=g))
+        return torch.cat(drops), torch.cat(noises), torch.cat(steps)
 
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters; the Pose Guider in its own group when it gets a learning-rate multiplier

@@ -130,7 +130,9 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
     trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
 
-    train_loader = build_train_loader(cfg, data.train, rank_seed=cfg.seed + 1000 * trainer.global_rank)
+    # split_global_batch: every rank reads the one stream a single process would, and keeps its slice
+    rank_seed = cfg.seed if cfg.data.get("split_global_batch") else cfg.seed + 1000 * trainer.global_rank
+    train_loader = build_train_loader(cfg, data.train, rank_seed=rank_seed)
     val_loader = build_val_loader(cfg, data.heldout)
 
     last = stage_dir / "checkpoints" / "last.ckpt"

@@ -314,3 +314,29 @@ def test_decoded_cache_evicts_least_recently_used_within_its_budget() -> None:
     assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 3 and cache.bytes == 3000
     cache.put("huge", (np.zeros(5000, np.uint8),))
     assert cache.get("huge") is None
+
+
+def test_split_global_batch_gives_each_rank_its_slice_of_the_one_process_batches(uneven_shards, monkeypatch) -> None:
+    """data.split_global_batch: 2 ranks x batch 2 see exactly a 1-process batch of 4, split in order, with
+    the same per-sample seeds (so the model's noise draws agree too); without it the ranks' streams differ."""
+
+    def batches(rank: int, world: int, batch_size: int, split: bool) -> list[dict]:
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        dataset = build_pose_video_dataset(uneven_shards, num_frames=1, margin=3, size=(16, 16), seed=3)
+        loader = build_loader(
+            dataset, batch_size=batch_size, num_workers=0, batches_per_epoch=3, seed=3, split_global_batch=split
+        )
+        return list(loader)
+
+    single = batches(0, 1, 4, True)
+    ranks = [batches(r, 2, 2, True) for r in range(2)]
+    for index, whole in enumerate(single):
+        parts = [ranks[r][index] for r in range(2)]
+        assert parts[0]["key"] + parts[1]["key"] == whole["key"]
+        assert torch.equal(torch.cat([p["pixel_values"] for p in parts]), whole["pixel_values"])
+        assert torch.equal(torch.cat([p["sample_seed"] for p in parts]), whole["sample_seed"])
+    assert len(set(single[0]["sample_seed"].tolist())) == 4
+    own = [batches(r, 2, 2, False) for r in range(2)]
+    assert "sample_seed" not in own[0][0]
+    assert own[0][0]["key"] + own[1][0]["key"] != single[0]["key"]
