@@ -34,12 +34,13 @@ def accelerator_is_cuda(accelerator: str | None) -> bool:
     return name == "auto" and torch.cuda.is_available()
 
 
-def require_cuda_for_deepspeed(accelerator: str | None) -> None:
+def require_cuda(accelerator: str | None, strategy: str) -> None:
+    """Lightning runs DeepSpeed and FSDP only on CUDA GPUs: say so before the trainer is built."""
     if not accelerator_is_cuda(accelerator):
         raise RuntimeError(
-            f"strategy=deepspeed_stage_* needs CUDA GPUs, but trainer.accelerator={accelerator!r} resolves to the CPU "
-            "on this machine (Lightning's DeepSpeed strategy is only supported on CUDA GPUs). "
-            "Use strategy=ddp (or strategy=auto) on CPU, or run on a GPU node with trainer=gpu."
+            f"strategy={strategy} needs CUDA GPUs, but trainer.accelerator={accelerator!r} resolves to the CPU on this "
+            f"machine (Lightning's {strategy} strategy is only supported on CUDA GPUs). Use strategy=ddp (or "
+            "strategy=auto) on CPU, or run on a GPU node with trainer=gpu."
         )
 
 
@@ -136,7 +137,7 @@ def deepspeed_strategy(
     **kwargs: Any,
 ) -> FrozenAwareDeepSpeedStrategy:
     """DeepSpeed ZeRO-`stage` from an editable JSON (see conf/deepspeed/); refuses non-CUDA accelerators."""
-    require_cuda_for_deepspeed(accelerator)
+    require_cuda(accelerator, f"deepspeed_stage_{stage}")
     ds_config = copy.deepcopy(load_deepspeed_config(config, stage))
     if logging_batch_size_per_gpu != "auto":
         # Lightning cannot infer it from our loaders (IterableDataset / batch_size=None WebLoader).
@@ -179,10 +180,7 @@ def fsdp_strategy(
 
     from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
 
-    if not accelerator_is_cuda(accelerator):
-        log.warning(
-            "strategy=fsdp on CPU: supported by Lightning with gloo but slow; strategy=ddp is the CPU choice."
-        )
+    require_cuda(accelerator, "fsdp")
     policy = functools.partial(size_based_auto_wrap_policy, min_num_params=int(auto_wrap_min_params))
     return FSDPStrategy(
         sharding_strategy=sharding_strategy,
