@@ -1,0 +1,412 @@
+"""DynamiCrafter fine-tuning as a LightningModule (one stage, ``finetune``), sampling included.
+
+Starts from a released ``model.ckpt`` (``model.checkpoint``), loaded strictly: UNet + query transformer into
+``.net`` (trained and saved), the VAE, both OpenCLIP towers and the schedule buffers (checked against
+``model.noise``) into the frozen parts, which stay out of the optimizer and out of Lightning checkpoints.
+Training step as the release: per-frame VAE latents; a condition frame drawn at random from the clip (per
+sample) feeds CLIP and the concatenated latent; one uniform draw per sample drops the text (r < 2p), the image
+(p <= r < 3p, a zero image fed to CLIP), i.e. 5% text only / 5% both / 5% image only for p = 0.05, and never
+the concatenated latent; frame-stride ("fs") or fps conditioning; dynamic latent rescale; plain MSE.
+Batches (src.data.caption_video_dataset): video ``b c t h w`` in [-1, 1], caption, frame_stride, fps, key, skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from src.models.dynamicrafter.checkpoint import (
+    IMAGE_ENCODER_PREFIX,
+    IMAGE_PROJ_PREFIX,
+    PUBLISHED_AT,
+    ROOT_PREFIX,
+    TEXT_ENCODER_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    convert_diffusers_vae_state_dict_to_ldm,
+    load_official_checkpoint,
+    load_state_dict_strict,
+    split_official_state_dict,
+)
+from src.models.dynamicrafter.net import DynamiCrafterNet
+from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample
+from src.models.dynamicrafter.schedule import DynamiCrafterSchedule
+from src.models.weights import require_file
+from src.trainers.weights_io import load_net_weights
+
+log = logging.getLogger(__name__)
+
+STAGES = ("finetune",)
+FS_CONDITIONS = ("fs", "fps", None)
+
+
+@dataclass
+class DynamiCrafterSampling:
+    """DDIM settings (the release: 50 steps, eta 1, CFG 7.5; rescale 0.7 and trailing spacing for 512/1024).
+
+    ``image_guidance_scale`` None = one joint scale (``guidance_scale``); a number = separate scales, with
+    ``guidance_scale`` the text scale (the release's ``--multiple_cond_cfg --cfg_img``).
+    ``timestep_spacing`` None = the schedule's (``uniform`` 256, ``uniform_trailing`` 512/1024).
+    """
+
+    num_steps: int = 50
+    eta: float = 1.0
+    guidance_scale: float = 7.5
+    image_guidance_scale: float | None = None
+    guidance_rescale: float = 0.0
+    timestep_spacing: str | None = None
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+class DynamiCrafterModule(L.LightningModule):
+    def __init__(
+        self,
+        net: DynamiCrafterNet,
+        text_encoder: nn.Module,
+        image_encoder: nn.Module,
+        codec: nn.Module,
+        noise: DynamiCrafterSchedule,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        stage: str = "finetune",
+        init_weights: str | None = None,
+        checkpoint: str | None = None,
+        allow_pickle: bool = False,
+        freeze_temporal: bool = False,
+        uncond_prob: float = 0.05,
+        rand_cond_frame: bool = True,
+        fs_condition: str | None = "fs",
+        gradient_checkpointing: bool = True,
+        warmup_steps: int = 0,
+        sampling: DynamiCrafterSampling | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage={stage!r}: DynamiCrafter experiments have one stage, {STAGES[0]!r}.")
+        if not 0.0 <= uncond_prob <= 1.0 / 3.0:
+            raise ValueError(
+                f"model.uncond_prob must be in [0, 1/3] (three disjoint 'p' bands), got {uncond_prob}."
+            )
+        if fs_condition not in FS_CONDITIONS:
+            raise ValueError(f"model.fs_condition={fs_condition!r} is not one of {FS_CONDITIONS}.")
+        self.stage = stage
+        self.net = net
+        self.text_encoder = text_encoder.requires_grad_(False).eval()
+        self.image_encoder = image_encoder.requires_grad_(False).eval()
+        self.codec = codec.requires_grad_(False).eval()
+        self.schedule = noise
+        self.optimizer_factory = optimizer
+        self.uncond_prob = uncond_prob
+        self.rand_cond_frame = rand_cond_frame
+        self.fs_condition = fs_condition
+        self.freeze_temporal = freeze_temporal
+        self.warmup_steps = warmup_steps
+        sampling = _plain(sampling)
+        self.sampling = (
+            sampling
+            if isinstance(sampling, DynamiCrafterSampling)
+            else DynamiCrafterSampling(**(sampling or {}))
+        )
+        self.checkpoint_path = checkpoint
+        if checkpoint:
+            self.load_official(checkpoint, allow_pickle=allow_pickle)
+        if init_weights:
+            load_net_weights(self.net, init_weights)
+        self.net.set_trainable(freeze_temporal=freeze_temporal)
+        self.net.set_gradient_checkpointing(gradient_checkpointing)
+        self.skipped_samples = 0
+        self.last_validation_videos: dict | None = None
+
+    # ------------------------------------------------------------------------------------- official weights
+    def _official_targets(self) -> dict[str, nn.Module | None]:
+        """Which module takes each part of an official checkpoint (None: this config has no such module)."""
+        return {
+            UNET_PREFIX: self.net.unet,
+            IMAGE_PROJ_PREFIX: self.net.image_proj,
+            VAE_PREFIX: self.codec if hasattr(self.codec, "load_official") else None,
+            TEXT_ENCODER_PREFIX: self.text_encoder if hasattr(self.text_encoder, "load_official") else None,
+            IMAGE_ENCODER_PREFIX: self.image_encoder
+            if hasattr(self.image_encoder, "load_official")
+            else None,
+        }
+
+    def load_official(self, path: str | Path, allow_pickle: bool = False) -> None:
+        """Strictly load a released ``model.ckpt``: every key goes somewhere, every module gets all its keys."""
+        path = require_file(path, "model.checkpoint", PUBLISHED_AT)
+        parts = split_official_state_dict(load_official_checkpoint(path, allow_pickle=allow_pickle))
+        for prefix, module in self._official_targets().items():
+            part = parts[prefix]
+            source = f"{path} ({prefix}*)"
+            if module is None:
+                if part:
+                    raise ValueError(
+                        f"{source}: the checkpoint holds {len(part)} '{prefix}' tensors but this model config has no "
+                        "module for them (a tiny/demo codec or encoder?). Use the model config of the checkpoint's "
+                        "release (conf/model/dynamicrafter_256|512|1024.yaml)."
+                    )
+                continue
+            if prefix in (UNET_PREFIX, IMAGE_PROJ_PREFIX):
+                load_state_dict_strict(module, part, source)
+            else:
+                module.load_official(part, source)
+        self.schedule.check_official_root_buffers(parts[ROOT_PREFIX], f"{path} (root buffers)")
+        log.info("loaded the official DynamiCrafter checkpoint %s", path)
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model in the release's flat key layout (what :meth:`load_official` reads back strictly)."""
+        out: dict[str, torch.Tensor] = {}
+        for prefix, module in self._official_targets().items():
+            if module is None:
+                continue
+            state = module.state_dict()
+            if prefix == VAE_PREFIX:
+                state = convert_diffusers_vae_state_dict_to_ldm(module.vae.state_dict())
+            out.update({prefix + k: v for k, v in state.items()})
+        out.update(self.schedule.official_root_buffers())
+        return out
+
+    # ----------------------------------------------------------------------------------------- frozen parts
+    def train(self, mode: bool = True) -> DynamiCrafterModule:
+        """Frozen encoders and codec stay in eval mode whatever Lightning asks."""
+        super().train(mode)
+        for frozen in (self.text_encoder, self.image_encoder, self.codec):
+            frozen.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def frozen_state_keys(self) -> set[str]:
+        """State-dict keys not trained here: encoders, codec, and (with freeze_temporal) the temporal layers."""
+        trainable = {f"net.{name}" for name, p in self.net.named_parameters() if p.requires_grad}
+        return {key for key in self.state_dict() if key not in trainable}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Frozen weights are not saved: they come back from model.checkpoint when the run is rebuilt."""
+        frozen = self.frozen_state_keys()
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k in frozen]:
+            del state[key]
+        checkpoint["frozen_keys_excluded"] = sorted(frozen)
+        checkpoint["stage"] = self.stage
+        checkpoint["skipped_samples"] = self.skipped_samples
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Put the frozen weights (loaded at construction) back so the strict load checks the trained rest."""
+        current = self.state_dict()
+        for key in checkpoint.get("frozen_keys_excluded", []):
+            if key in current:
+                checkpoint["state_dict"][key] = current[key]
+        self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
+
+    # ---------------------------------------------------------------------------------------------- codec
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``b c t h w`` pixels in [-1, 1] -> ``b c t h w`` latents, frame by frame (the release's per-frame AE)."""
+        b, _, t = pixels.shape[:3]
+        latents = self.codec.encode(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1))
+        return latents.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        b, _, t = latents.shape[:3]
+        pixels = self.codec.decode(latents.permute(0, 2, 1, 3, 4).flatten(0, 1))
+        return pixels.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4).clamp(-1, 1)
+
+    # -------------------------------------------------------------------------------------- conditioning
+    def conditioning_dropout(
+        self, batch_size: int, device: torch.device, generator=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(drop_text, drop_image) bool masks from one uniform draw r per sample: text if r < 2p, image if p <= r < 3p."""
+        r = torch.rand(batch_size, generator=generator).to(device)
+        p = self.uncond_prob
+        return r < 2 * p, (r >= p) & (r < 3 * p)
+
+    def condition_frame_indices(self, batch_size: int, num_frames: int, generator=None) -> torch.Tensor:
+        """Per-sample condition frame: uniform in [0, t) with rand_cond_frame, else frame 0."""
+        if not self.rand_cond_frame:
+            return torch.zeros(batch_size, dtype=torch.long)
+        return torch.randint(0, num_frames, (batch_size,), generator=generator)
+
+    def fs_values(
+        self,
+        batch_size: int,
+        device: torch.device,
+        frame_stride: torch.Tensor | int | None = None,
+        fps: torch.Tensor | float | None = None,
+    ) -> torch.Tensor | None:
+        """The UNet's ``fs``: frame stride (256) or integer fps (512/1024, ``fps // 1`` as the release); None ->
+        the UNet's default_fs."""
+        value = {"fs": frame_stride, "fps": fps, None: None}[self.fs_condition]
+        if value is None or not self.net.unet.fs_condition:
+            return None
+        value = torch.as_tensor(value, device=device)
+        value = torch.floor(value).long() if value.is_floating_point() else value.long()
+        return value.expand(batch_size) if value.ndim == 0 else value
+
+    @torch.no_grad()
+    def encode_text(self, captions: Sequence[str]) -> torch.Tensor:
+        return self.text_encoder(list(captions))
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(images)
+
+    def _check_frames(self, num_frames: int) -> None:
+        expected = self.net.num_frames
+        if expected is not None and num_frames != expected:
+            raise ValueError(
+                f"DynamiCrafter: got {num_frames} frames but the model's query transformer has per-frame queries for "
+                f"{expected} frames (model.net.image_proj.video_length); set data.num_frames={expected}."
+            )
+
+    # ------------------------------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        video = batch["video"]
+        b, _, t = video.shape[:3]
+        self._check_frames(t)
+        latents = self.encode_video(video)
+        index = self.condition_frame_indices(b, t).to(video.device)
+        rows = torch.arange(b, device=video.device)
+        drop_text, drop_image = self.conditioning_dropout(b, video.device)
+        captions = ["" if drop else caption for caption, drop in zip(batch["caption"], drop_text.tolist())]
+        frames = video[rows, :, index] * (~drop_image).to(video.dtype)[:, None, None, None]
+        text = self.encode_text(captions)
+        image = self.encode_image(frames)
+        context = self.net.context(text, image)
+        concat = latents[rows, :, index][:, :, None].expand_as(latents)
+
+        timesteps = self.schedule.sample_timesteps(b, video.device)
+        clean = self.schedule.rescale_latents(latents, timesteps)
+        noise = torch.randn_like(clean)
+        noisy = self.schedule.add_noise(clean, noise, timesteps)
+        fs = self.fs_values(b, video.device, batch.get("frame_stride"), batch.get("fps"))
+        prediction = self.net(noisy, timesteps, concat, context, fs)
+        loss = F.mse_loss(prediction.float(), self.schedule.target(clean, noise, timesteps).float())
+
+        self.skipped_samples += int(batch["skipped"].sum()) if "skipped" in batch else 0
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
+        return loss
+
+    def configure_optimizers(self):
+        params = self.trainable_parameters()
+        if not params:
+            raise RuntimeError(
+                "DynamiCrafter: no trainable parameters; check model.freeze_temporal and model.net."
+            )
+        optimizer = self.optimizer_factory(params)
+        if self.warmup_steps <= 0:
+            return optimizer
+        warmup = self.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def sampling_config(self, **overrides: Any) -> DynamiCrafterSampling:
+        known = {f.name for f in fields(DynamiCrafterSampling)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"DynamiCrafter.sample: unknown sampling settings {unknown}; known: {sorted(known)}."
+            )
+        return replace(self.sampling, **overrides)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        image: torch.Tensor,
+        captions: Sequence[str],
+        num_frames: int | None = None,
+        frame_stride: torch.Tensor | int | None = None,
+        fps: torch.Tensor | float | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> torch.Tensor:
+        """image ``(b, c, h, w)`` in [-1, 1] + captions -> video ``(b, c, t, h, w)`` in [-1, 1] conditioned on it.
+
+        The unconditional branch is empty text + CLIP of a zero image + the same concatenated latent.
+        """
+        cfg = self.sampling_config(**overrides)
+        if image.ndim != 4:
+            raise ValueError(
+                f"DynamiCrafter.sample: image must be (b, c, h, w) in [-1, 1], got {tuple(image.shape)}."
+            )
+        b = image.shape[0]
+        if isinstance(captions, str) or len(captions) != b:
+            raise ValueError(
+                f"DynamiCrafter.sample: need a list of {b} captions (one per image), got {captions!r:.200}."
+            )
+        num_frames = num_frames or self.net.num_frames
+        if num_frames is None:
+            raise ValueError("DynamiCrafter.sample: pass num_frames (the model does not fix a video length).")
+        self._check_frames(num_frames)
+        latent = self.codec.encode(image)
+        concat = latent[:, :, None].expand(-1, -1, num_frames, -1, -1)
+        text, image_tokens = self.encode_text(captions), self.encode_image(image)
+        contexts = [self.net.context(text, image_tokens)]
+        separate = cfg.image_guidance_scale is not None
+        if separate or cfg.guidance_scale != 1.0:
+            empty = self.encode_text([""] * b)
+            if separate:
+                contexts.append(self.net.context(empty, image_tokens))
+            contexts.append(self.net.context(empty, self.encode_image(torch.zeros_like(image))))
+        k = len(contexts)
+        context = torch.cat(contexts)
+        concat_k = concat.repeat(k, 1, 1, 1, 1)
+        fs = self.fs_values(b, image.device, frame_stride, fps)
+        fs_k = None if fs is None else fs.repeat(k)
+
+        def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            out = self.net(x.repeat(k, 1, 1, 1, 1), timesteps.repeat(k), concat_k, context, fs_k)
+            if k == 1:
+                return out
+            branches = out.chunk(k)
+            return combine_guidance(
+                branches[0],
+                branches[-1],
+                cfg.guidance_scale,
+                image_only=branches[1] if separate else None,
+                image_scale=cfg.image_guidance_scale,
+                rescale=cfg.guidance_rescale,
+            )
+
+        noise = torch.randn(concat.shape, generator=generator, device=image.device, dtype=concat.dtype)
+        latents = ddim_sample(
+            denoise, noise, self.schedule, cfg.num_steps, cfg.eta, cfg.timestep_spacing, generator, progress
+        )
+        return self.decode_video(latents)
+
+    # ---------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        video = batch["video"]
+        generator = torch.Generator(device=video.device).manual_seed(batch_idx)
+        generated = self.sample(
+            video[:, :, 0],
+            list(batch["caption"]),
+            num_frames=video.shape[2],
+            frame_stride=batch.get("frame_stride"),
+            fps=batch.get("fps"),
+            generator=generator,
+        )
+        from src.eval.animation_scores import video_psnr, video_ssim
+
+        b = video.shape[0]
+        self.log("val/psnr", video_psnr(generated, video).mean(), batch_size=b, sync_dist=True)
+        self.log("val/ssim", video_ssim(generated, video).mean(), batch_size=b, sync_dist=True)
+        self.last_validation_videos = {"generated": generated, "batch": batch}
+
+    def sampling_settings(self) -> dict[str, Any]:
+        return asdict(self.sampling)
