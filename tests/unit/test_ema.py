@@ -40,13 +40,23 @@ def loader() -> DataLoader:
 
 def trainer(tmp_path, steps: int, callbacks, **kw) -> L.Trainer:
     return L.Trainer(
-        default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        callbacks=callbacks, num_sanity_val_steps=0, **kw,
+        default_root_dir=tmp_path,
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        **kw,
     )
 
 
-def hand_ema(weights: list[dict[str, torch.Tensor]], decay: float, power: float | None) -> dict[str, torch.Tensor]:
+def hand_ema(
+    weights: list[dict[str, torch.Tensor]], decay: float, power: float | None
+) -> dict[str, torch.Tensor]:
     """Independent reference: start from the initial weights, then one update per optimizer step."""
     shadow = {k: v.double().clone() for k, v in weights[0].items()}
     for n, w in enumerate(weights[1:]):

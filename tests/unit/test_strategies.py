@@ -45,7 +45,9 @@ def test_gpu_trainer_defaults_to_zero2_bf16_and_strategy_choice_wins():
 def test_ddp_builds_and_constructs_a_cpu_trainer():
     strategy = instantiate(compose_train("strategy=ddp").trainer.strategy)
     assert isinstance(strategy, DDPStrategy)
-    trainer = L.Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy, logger=False, enable_checkpointing=False
+    )
     assert trainer.strategy is strategy
 
 
@@ -63,7 +65,10 @@ def test_deepspeed_on_cpu_is_refused_with_the_fix(stage):
     with pytest.raises(Exception) as err:
         instantiate(cfg.trainer.strategy)
     message = str(err.value) + str(err.value.__cause__)
-    assert f"strategy=deepspeed_stage_{stage} needs CUDA GPUs" in message and "use strategy=ddp" in message.lower()
+    assert (
+        f"strategy=deepspeed_stage_{stage} needs CUDA GPUs" in message
+        and "use strategy=ddp" in message.lower()
+    )
 
 
 @pytest.mark.parametrize("stage", [2, 3])
