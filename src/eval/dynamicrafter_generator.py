@@ -1,0 +1,107 @@
+"""Model mode for DynamiCrafter: caption-video shards as a test set, and a fine-tuned model as the generator.
+
+Implements src.eval.generators' `TestSet` / `VideoGenerator` interface: each test item is the clip's first
+frame (the condition image, as in the zero-shot protocols), its caption and the ground-truth clip; the
+generator animates the image with the caption, seeded from the item's own seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from src.data.caption_heldout import load_caption_heldout
+from src.eval.generators import resolve_device, to_uint8_clip
+from src.models.weights import require_file
+from src.trainers.weights_io import load_net_weights
+
+__all__ = ["DynamiCrafterGenerator", "DynamiCrafterTestSet"]
+
+
+class DynamiCrafterTestSet:
+    """Held-out caption-video shards as fixed clips: "image" (first frame), "caption", "fps", "real"."""
+
+    def __init__(
+        self,
+        shards: str | Sequence[str],
+        num_frames: int,
+        stride: int,
+        size: Sequence[int],
+        num_videos: int,
+        caption_key: str = "caption",
+    ) -> None:
+        if not shards:
+            raise ValueError("eval.test_set.shards is not set: point it at held-out caption-video shards")
+        self.clips = load_caption_heldout(shards, num_videos, num_frames, stride, tuple(size), caption_key)
+
+    def keys(self) -> list[str]:
+        return [item["key"] for item in self.clips.items]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.clips[index]
+        video = item["video"]  # c t h w in [-1, 1]
+        return {
+            "key": item["key"],
+            "image": video[:, 0],
+            "caption": item["caption"],
+            "frame_stride": int(item["frame_stride"]),
+            "fps": float(item["fps"]),
+            "num_frames": int(video.shape[1]),
+            "real": to_uint8_clip(video),
+        }
+
+
+class DynamiCrafterGenerator:
+    """A DynamiCrafter (model config + a `finetune/final/net.safetensors`, or the released checkpoint the
+    model config loads when `weights` is null) animating each test item's image with its caption."""
+
+    def __init__(
+        self,
+        model: DictConfig | dict | None,
+        weights: str | Path | None,
+        stage: str = "finetune",
+        sampling: dict | None = None,
+        device: str = "auto",
+        fps: float = 8.0,
+    ) -> None:
+        if model is None:
+            raise ValueError(
+                "model mode needs the model config: add `model=<name>` (e.g. model=dynamicrafter_512) to the command"
+            )
+        cfg = model if isinstance(model, DictConfig) else OmegaConf.create(model)
+        self.module = instantiate(cfg, stage=stage, init_weights=None)
+        if weights is not None:
+            file = require_file(
+                weights, "eval.checkpoint", "<run_dir>/finetune/final/net.safetensors written by python -m src.train"
+            )
+            load_net_weights(self.module.net, file)
+        self.device = resolve_device(device)
+        self.module.eval().to(self.device)
+        self.sampling = dict(sampling or {})
+        self.fps = float(fps)
+
+    @torch.no_grad()
+    def generate(self, batch: list[dict[str, Any]]) -> Tensor:
+        videos = []
+        for item in batch:
+            generator = torch.Generator(device=self.device).manual_seed(int(item["seed"]))
+            video = self.module.sample(
+                item["image"][None].to(self.device),
+                [item["caption"]],
+                num_frames=item["num_frames"],
+                frame_stride=torch.tensor([item["frame_stride"]], device=self.device),
+                fps=torch.tensor([item["fps"]], device=self.device),
+                generator=generator,
+                **self.sampling,
+            )
+            videos.append(to_uint8_clip(video[0]))
+        return torch.stack(videos)
