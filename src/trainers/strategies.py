@@ -109,7 +109,16 @@ class FrozenAwareDeepSpeedStrategy(DeepSpeedStrategy):
     """
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
-        if not self.exclude_frozen_parameters or (self.load_full_weights and self.zero_stage_3):
+        client_state = self._load_engine_checkpoint(checkpoint_path, weights_only)
+        # DeepSpeed already loaded the weights; modules' on_load_checkpoint hooks still read/patch "state_dict"
+        # (AnimateAnyoneModule puts its frozen weights back there), so give them an empty one.
+        client_state.setdefault("state_dict", {})
+        return client_state
+
+    def _load_engine_checkpoint(self, checkpoint_path, weights_only: bool | None) -> dict[str, Any]:
+        if not self.exclude_frozen_parameters or self.zero_stage_3:
+            # ZeRO-3 restores partitioned weights through its own path (conf/strategy/deepspeed_stage_3.yaml keeps
+            # frozen weights in its checkpoints, so Lightning's strict load holds).
             return super().load_checkpoint(checkpoint_path, weights_only)
         from lightning.pytorch.strategies.deepspeed import _validate_checkpoint_directory
         from lightning.pytorch.trainer.states import TrainerFn
