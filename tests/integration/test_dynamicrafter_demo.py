@@ -1,4 +1,4 @@
-"""DynamiCrafter through the real entry point: the demo's proof and a tiny run's files, summary and resume."""
+"""DynamiCrafter through the real entry point: the demo's proof, and a tiny run's files and summary."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ TINY = [
     "logger=csv",
     "data.demo.num_train_videos=4",
     "data.demo.num_heldout_videos=2",
-    "data.demo.num_frames=12",
+    "data.demo.num_frames=16",
     "data.batch_size=2",
     "data.val.num_videos=1",
     "evaluation.num_videos=1",
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_tiny_run_writes_weights_samples_heldout_scores_and_resumes(tmp_path, demo_cache):
+def test_tiny_run_writes_weights_samples_and_heldout_scores(tmp_path, demo_cache):
     run_dir = tmp_path / "run"
     common = [*TINY, f"paths.cache={demo_cache}", f"hydra.run.dir={run_dir}", "model.sampling.num_steps=2"]
     run_entry("src.train", *common, "stages.finetune.trainer.max_steps=2", "stages.finetune.trainer.val_check_interval=2")
@@ -42,9 +42,6 @@ def test_tiny_run_writes_weights_samples_heldout_scores_and_resumes(tmp_path, de
     assert summary["heldout"]["captions"] and len(summary["heldout"]["videos"]) == 1
     assert (run_dir / "finetune" / "csv" / "metrics.csv").is_file()
 
-    # a rerun of a finished stage skips it; a longer run resumes from its last checkpoint at its step
-    run_entry("src.train", *common, "stages.finetune.trainer.max_steps=2", "evaluation.heldout=false")
-    assert json.loads((run_dir / "summary.json").read_text())["steps"] == {"finetune": 2}
 
 
 @pytest.mark.slow
