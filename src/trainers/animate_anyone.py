@@ -159,7 +159,7 @@ class AnimateAnyoneModule(L.LightningModule):
 
         skipped = int(batch["skipped"].sum()) if "skipped" in batch else 0
         self.skipped_samples += skipped
-        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
         self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
         return loss
 

@@ -1,18 +1,13 @@
 """DDP over 2 CPU processes through `python -m src.train` vs 1 process on the same global batch: same per-step
 losses and the same trained weights (to a tolerance).
 
-What equality needs, found while writing this test:
-1. Data: both runs must see the same global batches. By default every rank reads its own stream (seed + 1000 *
-   rank), so 2 x batch 1 differs from 1 x batch 2. `data.split_global_batch: true` (the lead's option) makes every
-   rank read the same stream and keep its slice.
-2. Randomness inside the training step: noise, timesteps and conditioning dropout are drawn from the global RNG,
-   seeded identically on every rank, for the *local* batch. Rank 1 therefore draws what rank 0 draws, not what a
-   single process draws for sample 2. Equality needs draws for the global batch sliced per rank (or per-sample
-   generators keyed on the global sample index).
-3. Logged loss: `train/loss` is logged without sync_dist, so the CSV holds rank 0's half-batch loss; the
-   global-batch loss needs `sync_dist=True` (mean over ranks = mean over the global batch for equal shards).
-With (1) in place the losses still differ by a few percent at step 0 (measured), as (2) and (3) predict, so the test
-is an expected failure (not strict) until the module draws per-global-sample randomness; it then passes unedited.
+What equality needs (each one was a measured failure before it was in place):
+1. Data: both runs see the same global batches: `data.split_global_batch: true` makes every rank read the one
+   stream a single process reads and keep its slice.
+2. Randomness inside the training step: noise, timesteps and conditioning dropout come from per-sample
+   generators seeded by the loader ("sample_seed", keyed on the global sample index), not from the global RNG
+   that every rank seeds identically.
+3. Logged loss: `train/loss` is logged with sync_dist (mean over ranks = mean over the global batch).
 Marked slow: three Lightning process start-ups through the entry point (about 1 min idle, 3 min on a busy box).
 """
 
@@ -24,12 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
 from tests.integration.test_train_animate_anyone import tiny_run
 
-SPLIT_GLOBAL_BATCH = any(
-    "split_global_batch" in p.read_text() for p in (ROOT / "conf" / "data").glob("*.yaml")
-)
 STEPS = 3
 
 
@@ -59,12 +50,6 @@ def train(run_dir: Path, cache: Path, devices: int) -> tuple[list[float], dict[s
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="waiting for data.split_global_batch"
-    if not SPLIT_GLOBAL_BATCH
-    else "the training step draws noise/timesteps/dropout per local batch and logs train/loss without sync_dist",
-    strict=False,
-)
 def test_two_ddp_processes_equal_one_process_on_the_global_batch(tmp_path, demo_cache):
     losses_1, weights_1 = train(tmp_path / "one", demo_cache, devices=1)
     losses_2, weights_2 = train(tmp_path / "two", demo_cache, devices=2)
