@@ -265,3 +265,32 @@ def test_official_checkpoint_into_a_config_without_its_parts_is_an_error(tmp_pat
     model = instantiate(tiny, stage="finetune", init_weights=None)
     with pytest.raises(ValueError, match="first_stage_model"):
         model.load_official(tmp_path / "model.ckpt")
+
+
+@pytest.mark.parametrize("release", ["256", "512", "1024"])
+def test_release_configs_build_the_official_key_layout(release):
+    """conf/model/dynamicrafter_<release>.yaml: UNet, Resampler, VAE and schedule buffers have the released
+    checkpoint's keys and shapes (built on the meta device; the ViT-H-14 towers are too big for a unit test)."""
+    import json
+
+    from src.models.dynamicrafter.checkpoint import convert_diffusers_vae_state_dict_to_ldm
+
+    manifest = ROOT.parent / "shared" / "data" / "dynamicrafter_manifest" / f"dynamicrafter_{release}.json"
+    if not manifest.is_file():
+        pytest.skip("the DynamiCrafter manifest is not available")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model=dynamicrafter_{release}"])
+    with torch.device("meta"):
+        net, codec = instantiate(cfg.model.net), instantiate(cfg.model.codec)
+    ours = {"model.diffusion_model." + k: v.shape for k, v in net.unet.state_dict().items()}
+    ours |= {"image_proj_model." + k: v.shape for k, v in net.image_proj.state_dict().items()}
+    vae = convert_diffusers_vae_state_dict_to_ldm(codec.vae.state_dict())
+    ours |= {"first_stage_model." + k: v.shape for k, v in vae.items()}
+    ours |= {k: v.shape for k, v in instantiate(cfg.model.noise).official_root_buffers().items()}
+    keys = json.loads(manifest.read_text())["keys"]
+    theirs = {
+        k.replace("framestride_embed", "fps_embedding"): torch.Size(v)
+        for k, v in keys.items()
+        if not k.startswith(("cond_stage_model.", "embedder."))
+    }
+    assert ours == theirs
