@@ -73,6 +73,26 @@ def _deepspeed_tag(path: Path) -> str:
     return tags[0]
 
 
+def checkpoint_exists(path: str | Path) -> bool:
+    """A resumable checkpoint: a Lightning .ckpt file or a DeepSpeed checkpoint directory (strategy=deepspeed_*)."""
+    path = Path(path)
+    return path.is_file() or is_deepspeed_checkpoint(path)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The global step a checkpoint was written at, read without loading its weights (mmap / client state only)."""
+    path = Path(path)
+    if is_deepspeed_checkpoint(path):
+        tag = _deepspeed_tag(path)
+        state = torch.load(
+            path / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False, mmap=True
+        )
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    step = state.get("global_step")
+    return int(step) if step is not None else None
+
+
 def read_checkpoint(path: str | Path) -> CheckpointContents:
     """Load a Lightning `.ckpt` file or a DeepSpeed checkpoint directory (consolidated to fp32) on the CPU."""
     path = Path(path)

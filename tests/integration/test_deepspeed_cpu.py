@@ -101,6 +101,9 @@ def test_layout_and_frozen_weights_left_out(ds_checkpoint):
     assert len(list((ds_checkpoint / "step3").glob("*zero_pp_rank_*_optim_states.pt"))) == 2
     module = torch.load(ds_checkpoint / "step3" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
     assert not any(k.startswith("encoder.") for k in module)
+    from src.export import checkpoint_exists, checkpoint_step
+
+    assert checkpoint_exists(ds_checkpoint) and checkpoint_step(ds_checkpoint) == 3
 
 
 def test_zero_to_fp32_equals_trained_and_resume_restores_it(ds_checkpoint):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from src.export import export_checkpoint, load_exported, main
+from src.export import checkpoint_exists, checkpoint_step, export_checkpoint, load_exported, main
 from src.trainers.ema import EMACallback
 from src.trainers.weights_io import load_net_weights, save_net_weights
 
@@ -129,3 +129,9 @@ def test_load_back_refuses_an_export_of_another_model(trained, tmp_path):
     )
     with pytest.raises(Exception, match="down"):
         load_exported(other, tmp_path)
+
+
+def test_checkpoint_step_and_exists(trained, tmp_path):
+    ckpt, _, _ = trained
+    assert checkpoint_exists(ckpt) and checkpoint_step(ckpt) == 3
+    assert not checkpoint_exists(tmp_path / "missing.ckpt") and not checkpoint_exists(tmp_path)
