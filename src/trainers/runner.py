@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.export import checkpoint_exists, checkpoint_step
 from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
 from src.trainers.loggers import build_loggers, finish_wandb
+from src.trainers.scale_callbacks import build_scale_callbacks
 from src.trainers.weights_io import save_net_weights
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     L.seed_everything(cfg.seed, workers=True)
     module = instantiate(cfg.model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"))
     loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, name)
-    callbacks = build_callbacks(cfg.callbacks, stage_dir)
+    callbacks = build_callbacks(cfg.callbacks, stage_dir) + build_scale_callbacks(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
     trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
 
@@ -137,10 +138,11 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
 
     last = stage_dir / "checkpoints" / "last.ckpt"
     resumed_from = None
-    if last.is_file():
-        resumed_from = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True).get("global_step", 0))
+    resumable = checkpoint_exists(last)  # a .ckpt file, or a directory under DeepSpeed
+    if resumable:
+        resumed_from = checkpoint_step(last) or 0
         log.info("stage %s: resuming from %s (step %d)", name, last, resumed_from)
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(last) if resumable else None)
     finish_wandb(loggers)
     if trainer.interrupted:
         raise RuntimeError(f"stage {name} was interrupted at step {trainer.global_step}; rerun to resume.")
@@ -152,7 +154,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
         steps=int(trainer.global_step),
         final_loss=float(loss) if loss is not None else None,
         weights=str(weights),
-        checkpoint=str(last) if last.is_file() else None,
+        checkpoint=str(last) if checkpoint_exists(last) else None,
         samples=list(writer.written) if writer else [],
         resumed_from_step=resumed_from,
         skipped_samples=int(module.skipped_samples),

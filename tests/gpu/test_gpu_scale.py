@@ -14,7 +14,6 @@ from tests.conftest import ROOT, run_entry
 from tests.integration.test_train_animate_anyone import TINY
 
 pytestmark = pytest.mark.gpu
-RUNNER_WIRES_SCALE = "build_scale_callbacks" in (ROOT / "src" / "trainers" / "runner.py").read_text()
 GPU = ["trainer=gpu", "trainer.devices=1"]
 
 
@@ -56,11 +55,6 @@ def test_animate_anyone_both_stages_zero2_bf16_checkpoints_and_export(tmp_path, 
     }
 
 
-@pytest.mark.xfail(
-    not RUNNER_WIRES_SCALE,
-    reason="runner resumes only from last.ckpt files, not DeepSpeed directories",
-    strict=False,
-)
 def test_animate_anyone_zero2_resume_continues_at_its_step(tmp_path, demo_cache):
     run_dir = tmp_path / "run"
     common = [
@@ -76,9 +70,6 @@ def test_animate_anyone_zero2_resume_continues_at_its_step(tmp_path, demo_cache)
     assert summary["stages"]["spatial"]["resumed_from_step"] == 2 and summary["steps"]["spatial"] == 4
 
 
-@pytest.mark.xfail(
-    not RUNNER_WIRES_SCALE, reason="runner does not add build_scale_callbacks yet", strict=False
-)
 def test_ema_under_zero2_is_saved_and_exported(tmp_path, demo_cache):
     run_dir = tmp_path / "run"
     aa_run(

@@ -145,3 +145,21 @@ def test_runs_without_any_logger(tmp_path, demo_cache):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == {"spatial": 2}
     assert not (run_dir / "spatial" / "csv").exists() and not (run_dir / "wandb").exists()
+
+
+def test_ema_and_performance_switches_through_the_entry_point(tmp_path, demo_cache):
+    """callbacks.ema and performance: reach the run (runner adds the scale callbacks); the EMA state is in
+    last.ckpt and `python -m src.export --ema` writes its weights."""
+    run_dir = tmp_path / "run"
+    tiny_run(
+        run_dir, demo_cache, "stage=spatial", "stages.spatial.trainer.max_steps=3", "evaluation.heldout=false",
+        "data.val.num_videos=0", "callbacks.ema.enabled=true", "callbacks.ema.decay=0.5",
+        "performance.sdpa_backend=math", "callbacks.checkpoint.every_n_train_steps=3",
+    )
+    import torch
+
+    ckpt = torch.load(run_dir / "spatial" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    (ema,) = [v for k, v in ckpt["callbacks"].items() if "EMACallback" in k]
+    assert ema["num_updates"] == 3
+    run_entry("src.export", str(run_dir / "spatial" / "checkpoints" / "last.ckpt"), str(tmp_path / "ema"), "--ema")
+    assert any((tmp_path / "ema").glob("*.safetensors"))
