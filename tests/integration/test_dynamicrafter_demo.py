@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_entry
+from tests.conftest import run_entry
 
 TINY = [
     "experiment=dynamicrafter_demo",
@@ -20,13 +20,6 @@ TINY = [
     "data.val.num_videos=1",
     "evaluation.num_videos=1",
 ]
-
-# The DynamiCrafter module and its tiny config are written separately; until they land these tests are skipped.
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "conf" / "model" / "dynamicrafter_tiny.yaml").is_file(),
-    reason="conf/model/dynamicrafter_tiny.yaml (the DynamiCrafter module's tiny config) does not exist yet",
-)
-
 
 def test_tiny_run_writes_weights_samples_and_heldout_scores(tmp_path, demo_cache):
     run_dir = tmp_path / "run"
@@ -41,7 +34,6 @@ def test_tiny_run_writes_weights_samples_and_heldout_scores(tmp_path, demo_cache
     assert {"ssim", "psnr"} <= set(scores["trained"])
     assert summary["heldout"]["captions"] and len(summary["heldout"]["videos"]) == 1
     assert (run_dir / "finetune" / "csv" / "metrics.csv").is_file()
-
 
 
 @pytest.mark.slow
