@@ -14,7 +14,7 @@ from torch import nn
 
 from src.models.weights import load_diffusers_model
 
-__all__ = ["LatentCodec", "PixelShuffleCodec", "VAECodec"]
+__all__ = ["AutoencoderKLCodec", "LatentCodec", "PixelShuffleCodec", "VAECodec"]
 
 VAE_PUBLISHED_AT = (
     "https://huggingface.co/stabilityai/sd-vae-ft-mse (diffusers folder: config.json + "
@@ -72,34 +72,20 @@ class PixelShuffleCodec(LatentCodec):
         return F.pixel_shuffle(z, self.downsample)
 
 
-class VAECodec(LatentCodec):
-    """Frozen diffusers AutoencoderKL, loaded strictly from a local diffusers folder; latents are scaled.
+class AutoencoderKLCodec(LatentCodec):
+    """A frozen diffusers AutoencoderKL as a codec: `encode` returns `scaling_factor * z` with z a posterior
+    sample (or its mode), `decode` divides by it; `slice_size` (images per chunk) bounds peak memory for long
+    videos. Subclasses say where the VAE comes from and call `_adopt`."""
 
-    `encode` returns `scaling_factor * z` with z a posterior sample (or its mode), `decode` divides by it.
-    `slice_size` (images per chunk) bounds peak memory for long videos.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        scaling_factor: float | None = None,
-        sample_posterior: bool = True,
-        config_key: str = "model.codec.path",
-        slice_size: int | None = None,
-    ) -> None:
-        super().__init__()
-        from diffusers import AutoencoderKL
-
-        self.vae = load_diffusers_model(AutoencoderKL, path, config_key, VAE_PUBLISHED_AT)
-        self.vae.requires_grad_(False).eval()
-        config = self.vae.config
-        self.scaling_factor = float(config.scaling_factor if scaling_factor is None else scaling_factor)
+    def _adopt(self, vae: nn.Module, scaling_factor: float, sample_posterior: bool, slice_size: int | None) -> None:
+        self.vae = vae.requires_grad_(False).eval()
+        self.scaling_factor = float(scaling_factor)
         self.sample_posterior = sample_posterior
         self.slice_size = slice_size
-        self.latent_channels = int(config.latent_channels)
-        self.downsample = 2 ** (len(config.block_out_channels) - 1)
+        self.latent_channels = int(vae.config.latent_channels)
+        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
 
-    def train(self, mode: bool = True) -> VAECodec:
+    def train(self, mode: bool = True) -> AutoencoderKLCodec:
         """The VAE is frozen: it stays in eval mode whatever the parent module does."""
         super().train(mode)
         self.vae.eval()
@@ -125,3 +111,23 @@ class VAECodec(LatentCodec):
             for chunk in self._chunks(z)
         ]
         return torch.cat(out)
+
+
+class VAECodec(AutoencoderKLCodec):
+    """Frozen diffusers AutoencoderKL, loaded strictly from a local diffusers folder; latents are scaled
+    by `scaling_factor` (the folder's config value unless given)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        scaling_factor: float | None = None,
+        sample_posterior: bool = True,
+        config_key: str = "model.codec.path",
+        slice_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        vae = load_diffusers_model(AutoencoderKL, path, config_key, VAE_PUBLISHED_AT)
+        factor = vae.config.scaling_factor if scaling_factor is None else scaling_factor
+        self._adopt(vae, factor, sample_posterior, slice_size)
