@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 
 from src.models.samplers import cfg_combine, ddim_sample
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
+from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class SamplingConfig:
     eta: float = 0.0
 
 
-class AnimateAnyoneModule(L.LightningModule):
+class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
@@ -101,45 +101,6 @@ class AnimateAnyoneModule(L.LightningModule):
             if id(param) not in trainable:
                 names.add(name)
         return names
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Frozen weights are not saved: they are reloaded from their own files when the run is rebuilt."""
-        frozen = self.frozen_state_keys()
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k in frozen]:
-            del state[key]
-        checkpoint["frozen_keys_excluded"] = sorted(frozen)
-        checkpoint["stage"] = self.stage
-        checkpoint["skipped_samples"] = self.skipped_samples
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Put the frozen weights (already loaded at construction) back so the strict load checks the rest."""
-        if checkpoint.get("stage", self.stage) != self.stage:
-            raise ValueError(
-                f"checkpoint is from stage {checkpoint['stage']!r} but this run is stage {self.stage!r}; "
-                "point the stage at its own checkpoint directory."
-            )
-        current = self.state_dict()
-        for key in checkpoint.get("frozen_keys_excluded", []):
-            if key in current:
-                checkpoint["state_dict"][key] = current[key]
-        self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
-
-    # ----------------------------------------------------------------------------------------------- codec
-    @torch.no_grad()
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """`b c t h w` pixels in [-1, 1] -> `b c t h w` latents, frame by frame through the codec."""
-        b, _, t = pixels.shape[:3]
-        frames = pixels.permute(0, 2, 1, 3, 4).flatten(0, 1)
-        latents = self.codec.encode(frames)
-        return latents.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
-
-    @torch.no_grad()
-    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        b, _, t = latents.shape[:3]
-        frames = latents.permute(0, 2, 1, 3, 4).flatten(0, 1)
-        pixels = self.codec.decode(frames)
-        return pixels.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4).clamp(-1, 1)
 
     # ------------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -274,8 +235,3 @@ class AnimateAnyoneModule(L.LightningModule):
         self.log("val/psnr", video_psnr(video, target).mean(), batch_size=video.shape[0], sync_dist=True)
         self.log("val/ssim", video_ssim(video, target).mean(), batch_size=video.shape[0], sync_dist=True)
         self.last_validation_videos = {"generated": video, "batch": batch}
-
-
-def stage_weights_path(stage_dir: str | Path) -> Path:
-    """Where a finished stage leaves the weights the next stage starts from."""
-    return Path(stage_dir) / "final" / "net.safetensors"

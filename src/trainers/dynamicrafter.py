@@ -41,6 +41,7 @@ from src.models.dynamicrafter.net import DynamiCrafterNet
 from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule
 from src.models.weights import require_file
+from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-class DynamiCrafterModule(L.LightningModule):
+class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
     def __init__(
         self,
         net: DynamiCrafterNet,
@@ -191,38 +192,6 @@ class DynamiCrafterModule(L.LightningModule):
         """State-dict keys not trained here: encoders, codec, and (with freeze_temporal) the temporal layers."""
         trainable = {f"net.{name}" for name, p in self.net.named_parameters() if p.requires_grad}
         return {key for key in self.state_dict() if key not in trainable}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Frozen weights are not saved: they come back from model.checkpoint when the run is rebuilt."""
-        frozen = self.frozen_state_keys()
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k in frozen]:
-            del state[key]
-        checkpoint["frozen_keys_excluded"] = sorted(frozen)
-        checkpoint["stage"] = self.stage
-        checkpoint["skipped_samples"] = self.skipped_samples
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Put the frozen weights (loaded at construction) back so the strict load checks the trained rest."""
-        current = self.state_dict()
-        for key in checkpoint.get("frozen_keys_excluded", []):
-            if key in current:
-                checkpoint["state_dict"][key] = current[key]
-        self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
-
-    # ---------------------------------------------------------------------------------------------- codec
-    @torch.no_grad()
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``b c t h w`` pixels in [-1, 1] -> ``b c t h w`` latents, frame by frame (the release's per-frame AE)."""
-        b, _, t = pixels.shape[:3]
-        latents = self.codec.encode(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1))
-        return latents.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
-
-    @torch.no_grad()
-    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        b, _, t = latents.shape[:3]
-        pixels = self.codec.decode(latents.permute(0, 2, 1, 3, 4).flatten(0, 1))
-        return pixels.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4).clamp(-1, 1)
 
     # -------------------------------------------------------------------------------------- conditioning
     def conditioning_dropout(
