@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
 from src.data.caption_heldout import load_caption_heldout
-from src.eval.generators import resolve_device, to_uint8_clip
-from src.models.weights import require_file
-from src.trainers.weights_io import load_net_weights
+from src.eval.generators import load_trained_module, to_uint8_clip
 
 __all__ = ["DynamiCrafterGenerator", "DynamiCrafterTestSet"]
 
@@ -73,19 +70,10 @@ class DynamiCrafterGenerator:
         device: str = "auto",
         fps: float = 8.0,
     ) -> None:
-        if model is None:
-            raise ValueError(
-                "model mode needs the model config: add `model=<name>` (e.g. model=dynamicrafter_512) to the command"
-            )
-        cfg = model if isinstance(model, DictConfig) else OmegaConf.create(model)
-        self.module = instantiate(cfg, stage=stage, init_weights=None)
-        if weights is not None:
-            file = require_file(
-                weights, "eval.checkpoint", "<run_dir>/finetune/final/net.safetensors written by python -m src.train"
-            )
-            load_net_weights(self.module.net, file)
-        self.device = resolve_device(device)
-        self.module.eval().to(self.device)
+        self.module, self.device = load_trained_module(
+            model, weights, stage, device, example_model="dynamicrafter_512", weights_required=False,
+            weights_hint="<run_dir>/finetune/final/net.safetensors written by python -m src.train",
+        )
         self.sampling = dict(sampling or {})
         self.fps = float(fps)
 

@@ -65,6 +65,31 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def load_trained_module(
+    model: DictConfig | dict | None,
+    weights: str | Path | None,
+    stage: str,
+    device: str,
+    *,
+    example_model: str,
+    weights_hint: str,
+    weights_required: bool = True,
+) -> tuple[torch.nn.Module, torch.device]:
+    """The experiment's LightningModule built from `model` with the trained `net` weights, in eval mode on
+    `device`. With `weights_required` off a null `weights` keeps what the model config loads itself."""
+    if model is None:
+        raise ValueError(
+            f"model mode needs the model config: add `model=<name>` (e.g. model={example_model}) to the command"
+        )
+    file = require_file(weights, "eval.checkpoint", weights_hint) if weights is not None or weights_required else None
+    cfg = model if isinstance(model, DictConfig) else OmegaConf.create(model)
+    module = instantiate(cfg, stage=stage, init_weights=None)  # built only once the weights file is known good
+    if file is not None:
+        load_net_weights(module.net, file)
+    target = resolve_device(device)
+    return module.eval().to(target), target
+
+
 class AnimateAnyoneTestSet:
     """Held-out pose-video shards as fixed clips (src.data.heldout_clips), with uint8 ground truth."""
 
@@ -107,18 +132,10 @@ class AnimateAnyoneGenerator:
         device: str = "auto",
         fps: float = 8.0,
     ) -> None:
-        if model is None:
-            raise ValueError(
-                "model mode needs the model config: add `model=<name>` (e.g. model=animate_anyone) to the command"
-            )
-        file = require_file(
-            weights, "eval.checkpoint", "a stage's <run_dir>/<stage>/final/net.safetensors written by python -m src.train"
+        self.module, self.device = load_trained_module(
+            model, weights, stage, device, example_model="animate_anyone",
+            weights_hint="a stage's <run_dir>/<stage>/final/net.safetensors written by python -m src.train",
         )
-        cfg = model if isinstance(model, DictConfig) else OmegaConf.create(model)
-        self.module = instantiate(cfg, stage=stage, init_weights=None)
-        load_net_weights(self.module.net, file)
-        self.device = resolve_device(device)
-        self.module.eval().to(self.device)
         self.num_steps, self.guidance_scale, self.fps = num_steps, guidance_scale, float(fps)
 
     @torch.no_grad()
