@@ -1,6 +1,10 @@
-"""OmegaConf resolvers used by conf/ (registered once, on import by the entry points)."""
+"""OmegaConf helpers: the resolvers used by conf/ (registered once, on import by the entry points) and the
+conversion of config containers to plain Python for libraries that check `isinstance(x, dict)`."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -16,3 +20,12 @@ def auto_precision() -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("auto_precision"):
         OmegaConf.register_new_resolver("auto_precision", auto_precision)
+
+
+def to_plain(value: Any) -> Any:
+    """OmegaConf containers (or any mapping/sequence) -> plain dicts/lists, recursively (e.g. for open_clip)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [to_plain(v) for v in value]
+    return value

@@ -8,7 +8,6 @@ pass the same [-1, 1] images they give the latent codec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.config import to_plain
 from src.models.weights import (
     WeightLoadError,
     find_weights_file,
@@ -124,7 +124,7 @@ class HFClipImageEmbedder(ClipImageEmbedder):
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(init_seed)
-                self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**_plain(config)))
+                self.model = CLIPVisionModelWithProjection(CLIPVisionConfig(**to_plain(config)))
         self.model.requires_grad_(False).eval()
         self.embed_dim = int(self.model.config.projection_dim)
         self.image_size = int(image_size or self.model.config.image_size)
@@ -133,13 +133,6 @@ class HFClipImageEmbedder(ClipImageEmbedder):
         return self.model(pixel_values=pixel_values).image_embeds
 
 
-def _plain(obj: Any) -> Any:
-    """Hydra/OmegaConf containers -> plain dicts/lists (open_clip checks `isinstance(cfg, dict)`)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, str):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _drop_legacy_position_ids(
@@ -180,7 +173,7 @@ class OpenClipImageEmbedder(ClipImageEmbedder):
         import open_clip
 
         if model_config is not None:
-            clip = open_clip.CLIP(**_plain(model_config))
+            clip = open_clip.CLIP(**to_plain(model_config))
         else:
             clip = open_clip.create_model(model_name, pretrained=None)
         self.visual = clip.visual

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.config import to_plain
 from src.models.image_encoders import CLIP_MEAN, CLIP_STD
 from src.models.weights import WeightLoadError, load_state_dict_file, load_strict, require_file
 
@@ -49,13 +50,6 @@ IMAGE_PARTS = (
 )
 
 
-def _plain(obj: Any) -> Any:
-    """OmegaConf containers -> plain dicts/lists (open_clip checks ``isinstance(cfg, dict)``)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, str):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def build_open_clip(model_name: str, model_config: Mapping[str, Any] | None, init_seed: int) -> nn.Module:
@@ -65,7 +59,7 @@ def build_open_clip(model_name: str, model_config: Mapping[str, Any] | None, ini
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         if model_config is not None:
-            return open_clip.CLIP(**_plain(model_config))
+            return open_clip.CLIP(**to_plain(model_config))
         return open_clip.create_model(model_name, pretrained=None)
 
 
