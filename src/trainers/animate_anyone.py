@@ -20,6 +20,7 @@ from torch import nn
 from src.models.samplers import cfg_combine, ddim_sample
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.frozen_parts import FrozenPartsMixin
+from src.trainers.lr_schedule import build_lr_scheduler, check_schedule
 from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         init_weights: str | None = None,
         cond_drop_prob: float = 0.1,
         warmup_steps: int = 0,
+        lr_decay: str = "constant",
+        min_lr_ratio: float = 0.0,
         sampling: SamplingConfig | dict | None = None,
         gradient_checkpointing: bool = False,
         pose_guider_lr_scale: float = 1.0,
@@ -68,9 +71,14 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         self.noise_schedule = noise
         self.optimizer_factory = optimizer
         self.cond_drop_prob = cond_drop_prob
+        check_schedule(lr_decay, min_lr_ratio)
         self.warmup_steps = warmup_steps
+        self.lr_decay = lr_decay
+        self.min_lr_ratio = min_lr_ratio
         self.pose_guider_lr_scale = pose_guider_lr_scale
-        self.sampling = sampling if isinstance(sampling, SamplingConfig) else SamplingConfig(**(sampling or {}))
+        self.sampling = (
+            sampling if isinstance(sampling, SamplingConfig) else SamplingConfig(**(sampling or {}))
+        )
         if init_weights:
             load_net_weights(self.net, init_weights)
         if stage == "temporal":
@@ -160,11 +168,10 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         optimizer = self.optimizer_factory(self.parameter_groups())
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
-        if self.warmup_steps <= 0:
-            return optimizer
-        warmup = self.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # a decay needs the stage's optimizer steps; a constant rate needs no trainer (tests build it bare)
+        total = self.trainer.estimated_stepping_batches if self.lr_decay != "constant" else float("inf")
+        scheduler = build_lr_scheduler(optimizer, self.warmup_steps, self.lr_decay, total, self.min_lr_ratio)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -205,7 +212,9 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         def model(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
             if not use_guidance:
                 return self.net.denoise(x, timesteps, clip_in, pose_features)
-            out = self.net.denoise(torch.cat([x, x]), torch.cat([timesteps, timesteps]), clip_in, pose_features)
+            out = self.net.denoise(
+                torch.cat([x, x]), torch.cat([timesteps, timesteps]), clip_in, pose_features
+            )
             uncond, cond = out.chunk(2)
             return cfg_combine(cond, uncond, scale)
 

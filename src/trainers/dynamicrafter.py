@@ -21,9 +21,9 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.config import to_plain
 from src.models.dynamicrafter.checkpoint import (
     IMAGE_ENCODER_PREFIX,
     IMAGE_PROJ_PREFIX,
@@ -42,6 +42,7 @@ from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule
 from src.models.weights import require_file
 from src.trainers.frozen_parts import FrozenPartsMixin
+from src.trainers.lr_schedule import build_lr_scheduler, check_schedule
 from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,6 @@ class DynamiCrafterSampling:
     timestep_spacing: str | None = None
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-
-
 class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
     def __init__(
         self,
@@ -90,6 +87,8 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         fs_condition: str | None = "fs",
         gradient_checkpointing: bool = True,
         warmup_steps: int = 0,
+        lr_decay: str = "constant",
+        min_lr_ratio: float = 0.0,
         sampling: DynamiCrafterSampling | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -112,8 +111,11 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         self.rand_cond_frame = rand_cond_frame
         self.fs_condition = fs_condition
         self.freeze_temporal = freeze_temporal
+        check_schedule(lr_decay, min_lr_ratio)
         self.warmup_steps = warmup_steps
-        sampling = _plain(sampling)
+        self.lr_decay = lr_decay
+        self.min_lr_ratio = min_lr_ratio
+        sampling = to_plain(sampling)
         self.sampling = (
             sampling
             if isinstance(sampling, DynamiCrafterSampling)
@@ -276,11 +278,10 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
                 "DynamiCrafter: no trainable parameters; check model.freeze_temporal and model.net."
             )
         optimizer = self.optimizer_factory(params)
-        if self.warmup_steps <= 0:
-            return optimizer
-        warmup = self.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # a decay needs the stage's optimizer steps; a constant rate needs no trainer (tests build it bare)
+        total = self.trainer.estimated_stepping_batches if self.lr_decay != "constant" else float("inf")
+        scheduler = build_lr_scheduler(optimizer, self.warmup_steps, self.lr_decay, total, self.min_lr_ratio)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ------------------------------------------------------------------------------------------ sampling
     def sampling_config(self, **overrides: Any) -> DynamiCrafterSampling:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -24,7 +25,12 @@ TINY = [
 def test_tiny_run_writes_weights_samples_and_heldout_scores(tmp_path, demo_cache):
     run_dir = tmp_path / "run"
     common = [*TINY, f"paths.cache={demo_cache}", f"hydra.run.dir={run_dir}", "model.sampling.num_steps=2"]
-    run_entry("src.train", *common, "stages.finetune.trainer.max_steps=2", "stages.finetune.trainer.val_check_interval=2")
+    run_entry(
+        "src.train", *common, "stages.finetune.trainer.max_steps=2", "stages.finetune.trainer.val_check_interval=2",
+        # the shared schedule reaches this module too: linear decay from lr to half of it over the 2 steps
+        "trainer.log_every_n_steps=1", "model.warmup_steps=0", "model.lr_decay=linear", "model.min_lr_ratio=0.5",
+        "model.optimizer.lr=1e-3",
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages_run"] == ["finetune"] and summary["steps"] == {"finetune": 2}
     assert Path(summary["weights"]["finetune"]).is_file() and summary["final_losses"]["finetune"] > 0
@@ -33,7 +39,9 @@ def test_tiny_run_writes_weights_samples_and_heldout_scores(tmp_path, demo_cache
     assert set(scores) == {"trained", "untrained", "repeat_condition"}
     assert {"ssim", "psnr"} <= set(scores["trained"])
     assert summary["heldout"]["captions"] and len(summary["heldout"]["videos"]) == 1
-    assert (run_dir / "finetune" / "csv" / "metrics.csv").is_file()
+    rows = list(csv.DictReader((run_dir / "finetune" / "csv" / "metrics.csv").open()))
+    rates = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
+    assert rates == pytest.approx([1e-3, 7.5e-4])
 
 
 @pytest.mark.slow

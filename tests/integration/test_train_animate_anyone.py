@@ -163,3 +163,25 @@ def test_ema_and_performance_switches_through_the_entry_point(tmp_path, demo_cac
     assert ema["num_updates"] == 3
     run_entry("src.export", str(run_dir / "spatial" / "checkpoints" / "last.ckpt"), str(tmp_path / "ema"), "--ema")
     assert any((tmp_path / "ema").glob("*.safetensors"))
+
+
+def test_cosine_learning_rate_decay_through_the_entry_point(tmp_path, demo_cache):
+    """model.lr_decay=cosine: warm-up, then the logged rate falls every step towards min_lr_ratio x lr; the
+    Pose Guider's group keeps its multiplier on top."""
+    import csv
+
+    run_dir = tmp_path / "run"
+    tiny_run(
+        run_dir, demo_cache, "stage=spatial", "stages.spatial.trainer.max_steps=6", "evaluation.heldout=false",
+        "data.val.num_videos=0", "trainer.log_every_n_steps=1", "model.warmup_steps=2", "model.lr_decay=cosine",
+        "model.min_lr_ratio=0.1", "model.optimizer.lr=1e-3",
+    )
+    rows = list(csv.DictReader((run_dir / "spatial" / "csv" / "metrics.csv").open()))
+    rates = {int(r["step"]): float(r["lr-AdamW/pg1"]) for r in rows if r.get("lr-AdamW/pg1")}
+    guider = {int(r["step"]): float(r["lr-AdamW/pg2"]) for r in rows if r.get("lr-AdamW/pg2")}
+    assert sorted(rates) == list(range(6))
+    assert [rates[0], rates[1], rates[2]] == pytest.approx([5e-4, 1e-3, 1e-3])
+    decayed = [rates[s] for s in range(2, 6)]
+    assert all(a > b for a, b in zip(decayed, decayed[1:]))
+    assert 1e-4 < rates[5] < 2.5e-4  # 3/4 of the way down a cosine to 1e-4
+    assert all(guider[s] == pytest.approx(10 * rates[s]) for s in rates)
