@@ -11,12 +11,11 @@ that never occur in training; both splits are balanced over the motions. Frames 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from src.data.demo_cache import DemoShards, ensure_generated
+from src.data.demo_cache import DemoShards, describe_shards, ensure_generated
 from src.data.demo_scenes import MOTIONS, clip_motion, render_scene_clip
 from src.data.shards import ShardSetWriter
 from src.data.video_io import encode_mp4
@@ -144,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         samples_per_shard=a.samples_per_shard,
     )
-    print(f"caption demo dataset: {shards.root}")
-    for split, paths in (("train", shards.train), ("heldout", shards.heldout)):
-        manifest = json.loads((shards.root / split / "manifest.json").read_text())
-        print(f"  {split}: {manifest['total_samples']} videos in {len(paths)} shards")
+    print(describe_shards("caption demo dataset", shards))
     return 0
 
 

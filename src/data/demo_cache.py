@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STAMP_NAME", "DemoShards", "ensure_generated"]
+__all__ = ["STAMP_NAME", "DemoShards", "describe_shards", "ensure_generated"]
 
 STAMP_NAME = "stamp.json"
 
@@ -84,3 +84,13 @@ def ensure_generated(
             f"demo shards in {final} are incomplete after generation; delete the folder and retry"
         )
     return loaded
+
+
+def describe_shards(title: str, shards: DemoShards, list_paths: bool = False) -> str:
+    """What the demo CLIs print: the set's folder, then each split's video and shard counts (and paths)."""
+    lines = [f"{title}: {shards.root}"]
+    for split, paths in (("train", shards.train), ("heldout", shards.heldout)):
+        manifest = json.loads((shards.root / split / "manifest.json").read_text())
+        lines.append(f"  {split}: {manifest['total_samples']} videos in {len(paths)} shards")
+        lines += [f"    {path}" for path in paths] if list_paths else []
+    return "\n".join(lines)

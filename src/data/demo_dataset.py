@@ -12,13 +12,12 @@ yuv444p H.264 at a low CRF so the thin skeleton colours survive.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from src.data.demo_cache import DemoShards, ensure_generated
+from src.data.demo_cache import DemoShards, describe_shards, ensure_generated
 from src.data.demo_characters import BACKGROUND_KINDS, render_demo_video
 from src.data.shards import ShardSetWriter, encode_npz
 from src.data.video_io import encode_mp4
@@ -147,12 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         samples_per_shard=args.samples_per_shard,
         backgrounds=args.backgrounds,
     )
-    print(f"demo dataset: {shards.root}")
-    for split, paths in (("train", shards.train), ("heldout", shards.heldout)):
-        manifest = json.loads((shards.root / split / "manifest.json").read_text())
-        print(f"  {split}: {manifest['total_samples']} videos in {len(paths)} shards")
-        for path in paths:
-            print(f"    {path}")
+    print(describe_shards("demo dataset", shards, list_paths=True))
     return 0
 
 

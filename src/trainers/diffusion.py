@@ -50,12 +50,28 @@ class NoiseSchedule:
         return DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **self.scheduler_kwargs())
 
 
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+
+
 @dataclass
 class DiffusionLoss:
-    """Loss options: offset noise, Min-SNR-gamma weighting (None = plain MSE)."""
+    """Loss options: offset noise, Min-SNR-gamma weighting (None = plain MSE), and how training timesteps are
+    drawn: uniform (the papers), or logit-normal (Esser et al. 2024: t/T = sigmoid(N(logit_mean, logit_std)),
+    a positive mean favours the high-noise steps where the layout is decided)."""
 
     noise_offset: float = 0.0
     snr_gamma: float | None = None
+    timestep_sampling: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(
+                f"loss.timestep_sampling={self.timestep_sampling!r} is not one of {TIMESTEP_SAMPLINGS}."
+            )
+        if self.logit_std <= 0:
+            raise ValueError(f"loss.logit_std must be positive, got {self.logit_std}.")
 
 
 class DiffusionObjective(torch.nn.Module):
@@ -79,7 +95,11 @@ class DiffusionObjective(torch.nn.Module):
         return self.schedule.num_train_timesteps
 
     def sample_timesteps(self, batch_size: int, device: torch.device, generator=None) -> torch.Tensor:
-        return torch.randint(0, self.num_timesteps, (batch_size,), device=device, generator=generator)
+        if self.loss_cfg.timestep_sampling == "uniform":
+            return torch.randint(0, self.num_timesteps, (batch_size,), device=device, generator=generator)
+        normal = torch.randn(batch_size, device=device, generator=generator)
+        fraction = torch.sigmoid(self.loss_cfg.logit_mean + self.loss_cfg.logit_std * normal)
+        return (fraction * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
 
     def sample_noise(self, latents: torch.Tensor, generator=None) -> torch.Tensor:
         """Gaussian noise plus the optional offset noise: one value per sample and channel (constant over t h w)."""

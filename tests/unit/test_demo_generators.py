@@ -334,3 +334,17 @@ def test_plain_backgrounds_are_near_uniform_and_kinds_are_validated():
         assert video.background.reshape(-1, 3).astype(float).std(axis=0).max() < 4.0
     with pytest.raises(ValueError, match="backgrounds"):
         render_demo_video(0, 0, num_frames=2, backgrounds=("marble",))
+
+
+def test_demo_clis_generate_once_and_describe_the_set(tmp_path, capsys) -> None:
+    from src.data import caption_demo, demo_dataset
+
+    assert demo_dataset.main(["--root", str(tmp_path), "--num-train-videos", "2", "--num-heldout-videos", "1",
+                              "--num-frames", "4", "--size", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "demo dataset: " in printed and "train: 2 videos in 1 shards" in printed
+    assert "heldout: 1 videos in 1 shards" in printed and ".tar" in printed  # the pose demo lists its shards
+    assert caption_demo.main(["--root", str(tmp_path / "captions"), "--num-train-videos", "2",
+                              "--num-heldout-videos", "1", "--num-frames", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "caption demo dataset: " in printed and "train: 2 videos in 1 shards" in printed

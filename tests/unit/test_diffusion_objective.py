@@ -122,3 +122,28 @@ def test_ddim_oracle_with_sample_prediction(prediction_type):
     x0 = torch.randn(2, 4, 3, 8, 8)
     out = ddim_sample(lambda x, t: x0.clone(), torch.randn_like(x0), obj.schedule.sampling_scheduler(), num_steps=10)
     assert (out - x0).abs().max() < 0.2
+
+
+def test_uniform_timesteps_cover_the_schedule():
+    objective = DiffusionObjective(NoiseSchedule(), DiffusionLoss())
+    t = objective.sample_timesteps(20000, torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    assert t.min() == 0 and t.max() == 999
+    assert abs(t.float().mean().item() - 499.5) < 10
+
+
+def test_logit_normal_timesteps_shift_towards_high_noise():
+    """t/T = sigmoid(N(1, 1)): median at T * sigmoid(1) ~ 731, still inside [0, T), reproducible by generator."""
+    objective = DiffusionObjective(NoiseSchedule(), DiffusionLoss(timestep_sampling="logit_normal", logit_mean=1.0))
+    draw = lambda: objective.sample_timesteps(20000, torch.device("cpu"), generator=torch.Generator().manual_seed(0))  # noqa: E731
+    t = draw()
+    assert torch.equal(t, draw())
+    assert t.dtype == torch.long and 0 <= t.min() and t.max() <= 999
+    assert abs(t.float().median().item() - 731) < 10
+    assert (t >= 600).float().mean() > 0.7  # uniform: 0.4
+
+
+def test_bad_timestep_sampling_is_a_clear_error():
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        DiffusionLoss(timestep_sampling="beta")
+    with pytest.raises(ValueError, match="logit_std"):
+        DiffusionLoss(timestep_sampling="logit_normal", logit_std=0.0)
