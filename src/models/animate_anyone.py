@@ -72,16 +72,40 @@ class PoseInjectedConv2d(nn.Conv2d):
         return out + self.features.to(out.dtype)
 
 
+REFERENCE_INITS = ("own", "copy_denoising")
+
+
+def copy_unet_weights(source: UNet2DConditionModel, into: UNet2DConditionModel) -> None:
+    """`into` := `source`'s weights, strictly (the two UNets must share a configuration)."""
+    try:
+        into.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            "model.net.reference_init=copy_denoising needs the reference and denoising UNets to have the same "
+            f"configuration: {err}"
+        ) from err
+
+
 class AnimateAnyoneNet(nn.Module):
-    """Everything trainable: reference_unet, denoising_unet, pose_guider (one module for DDP/DeepSpeed)."""
+    """Everything trainable: reference_unet, denoising_unet, pose_guider (one module for DDP/DeepSpeed).
+
+    `reference_init`: "own" keeps each UNet as built or loaded (with pretrained weights both load SD, as in
+    the paper); "copy_denoising" starts the ReferenceNet from the denoising UNet's weights, which gives a
+    from-scratch model the paper's starting point: reference and frame features in the same space.
+    """
 
     def __init__(
         self,
         reference_unet: UNet2DConditionModel,
         denoising_unet: UNet2DConditionModel,
         pose_guider: PoseGuider,
+        reference_init: str = "own",
     ) -> None:
         super().__init__()
+        if reference_init not in REFERENCE_INITS:
+            raise ValueError(f"model.net.reference_init={reference_init!r} is not one of {REFERENCE_INITS}.")
+        if reference_init == "copy_denoising":
+            copy_unet_weights(denoising_unet, into=reference_unet)
         self.reference_unet = reference_unet
         self.denoising_unet: UNet2DConditionModel | UNetMotionModel = denoising_unet
         self.pose_guider = pose_guider

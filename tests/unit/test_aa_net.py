@@ -231,3 +231,25 @@ def test_checkpointing_enabled_before_inflation_carries_over() -> None:
         build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8)
     )
     assert net.denoising_unet.is_gradient_checkpointing and net.reference_unet.is_gradient_checkpointing
+
+
+def test_reference_init_copies_the_denoising_unet_or_keeps_its_own():
+    torch.manual_seed(0)
+    guider = lambda: PoseGuider(block_channels=(8, 16), out_channels=32)  # noqa: E731
+    own = AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider())
+    torch.manual_seed(0)
+    copied = AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider(), "copy_denoising")
+    denoising = {k: v for k, v in copied.denoising_unet.state_dict().items() if "conv_in" not in k}
+    reference = copied.reference_unet.state_dict()
+    assert denoising and all(torch.equal(reference[k], v) for k, v in denoising.items())
+    assert not torch.equal(own.reference_unet.conv_out.weight, own.denoising_unet.conv_out.weight)
+    # a copy, not shared storage: training one UNet must not move the other
+    assert copied.reference_unet.conv_out.weight.data_ptr() != copied.denoising_unet.conv_out.weight.data_ptr()
+
+
+def test_reference_init_copy_needs_matching_unets():
+    guider = PoseGuider(block_channels=(8, 16), out_channels=32)
+    with pytest.raises(ValueError, match="same configuration"):
+        AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, 2 * C), guider, "copy_denoising")
+    with pytest.raises(ValueError, match="reference_init"):
+        AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider, "shared")
