@@ -34,27 +34,29 @@ class HeldoutClips(Dataset):
         stride: int,
         size: tuple[int, int],
         reference_index: int = 0,
+        start_frame: int = 0,
     ) -> None:
         self.items = []
         for video in videos:
             total = len(video["frames"])
-            needed = (num_frames - 1) * stride + 1
+            needed = start_frame + (num_frames - 1) * stride + 1
             if total < needed or reference_index >= total:
                 raise ValueError(
                     f"held-out video {video['key']!r} has {total} frames; a clip of {num_frames} frames at stride "
-                    f"{stride} (and reference index {reference_index}) needs {max(needed, reference_index + 1)}. "
-                    "Lower evaluation.num_frames / stride or use longer videos."
+                    f"{stride} from frame {start_frame} (and reference index {reference_index}) needs "
+                    f"{max(needed, reference_index + 1)}. Lower evaluation.num_frames / stride / start_frame or use "
+                    "longer videos."
                 )
             self.items.append(video)
         self.num_frames, self.stride, self.size = num_frames, stride, tuple(size)
-        self.reference_index = reference_index
+        self.reference_index, self.start_frame = reference_index, start_frame
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         video = self.items[index]
-        idx = np.arange(self.num_frames) * self.stride
+        idx = self.start_frame + np.arange(self.num_frames) * self.stride
         item = {
             "key": video["key"],
             "reference": _to_tensor(
@@ -71,11 +73,17 @@ class HeldoutClips(Dataset):
 
 
 def load_heldout_clips(
-    shards: str | Sequence[str], num_videos: int, num_frames: int, stride: int, size, reference_index: int
+    shards: str | Sequence[str],
+    num_videos: int,
+    num_frames: int,
+    stride: int,
+    size,
+    reference_index: int,
+    start_frame: int = 0,
 ) -> HeldoutClips:
     """The first `num_videos` held-out videos of `shards` as fixed evaluation clips."""
     videos = load_heldout_videos(shards, max_videos=num_videos)
-    return HeldoutClips(videos, num_frames=num_frames, stride=stride, size=tuple(size), reference_index=reference_index)
+    return HeldoutClips(videos, num_frames, stride, tuple(size), reference_index, start_frame)
 
 
 def val_loader_from_config(data: DictConfig, shards: str | Sequence[str]) -> DataLoader:

@@ -104,9 +104,17 @@ def evaluate_animate_anyone(
     reference_index: int = 0,
     foreground_threshold: float = 0.12,
     seed: int = 1234,
+    start_frame: int = 0,
 ) -> dict:
-    """Held-out proof of an Animate Anyone run (the runner's `evaluation._target_`); returns `evaluate_heldout`'s dict."""
-    clips = load_heldout_clips(heldout_shards, num_videos, num_frames, stride, stage_cfg.data.size, reference_index)
+    """Held-out proof of an Animate Anyone run (the runner's `evaluation._target_`); returns `evaluate_heldout`'s dict
+    plus the clip protocol. `start_frame` past `reference_index` keeps the reference frame out of the scored frames,
+    where repeating the reference would be exact by construction."""
+    clips = load_heldout_clips(
+        heldout_shards, num_videos, num_frames, stride, stage_cfg.data.size, reference_index, start_frame
+    )
     models = trained_and_untrained(stage_cfg, stage, weights, cfg.seed)
     fps = cfg.data.demo.fps if cfg.data.demo else 8
-    return evaluate_heldout(models, clips, out_dir, seed, foreground_threshold, fps)
+    result = evaluate_heldout(models, clips, out_dir, seed, foreground_threshold, fps)
+    scored = [start_frame + i * stride for i in range(num_frames)]
+    result["protocol"] = {"reference_frame": reference_index, "scored_frames": scored}
+    return result
