@@ -3,8 +3,9 @@
 Both stages train on the generated characters; held-out characters are then animated with held-out pose
 sequences. The trained model must beat the untrained one clearly on SSIM, PSNR and silhouette IoU. The
 repeat-the-reference baseline's IoU is recorded next to it but not asserted against: after the demo's few
-CPU minutes the characters are placed by the pose but still blurry, and the baseline's sharp (if wrongly
-posed) character still scores higher (see the README's demo section).
+CPU minutes the characters are placed by the pose but still blurry (thin arms mostly missing), and the
+baseline's sharp (if wrongly posed) character still scores higher (see the README's demo section). The
+scored frames start after the reference frame, so the baseline is never exact by construction.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def test_animate_anyone_demo_learns_pose_control(tmp_path, demo_cache):
     assert trained["psnr"] > untrained["psnr"] + 4.0
     assert trained["iou"] > untrained["iou"] + 0.08
     assert "iou" in repeat
+    protocol = summary["heldout"]["protocol"]
+    assert protocol["reference_frame"] not in protocol["scored_frames"]
     assert elapsed < 15 * 60
     for path in summary["heldout"]["videos"]:
         assert (run_dir / "heldout").joinpath(path.split("/")[-1]).is_file()
