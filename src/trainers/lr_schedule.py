@@ -1,8 +1,9 @@
 """Learning-rate schedule shared by the diffusion modules: linear warm-up, then constant or decaying.
 
 The papers train at a constant rate after warm-up (Animate Anyone 1e-5, DynamiCrafter 1e-5), which is the
-default. A decay to `min_ratio` of the base rate over the stage's optimizer steps is there for short runs,
-where the last steps at a constant rate leave the weights noisy (the CPU demo: see its experiment config).
+default. A decay to `min_ratio` of the base rate over the stage's optimizer steps is the usual choice for
+short fine-tunes, where the last steps at a constant rate leave the weights noisy (on the CPU demo it scored
+within the run-to-run spread of a constant rate: see the README).
 """
 
 from __future__ import annotations
