@@ -12,6 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def shared_data(name: str) -> Path:
+    """`shared/data/<name>` beside the checkout (the workspace layout) or inside it; the first that exists."""
+    candidates = [ROOT.parent / "shared" / "data" / name, ROOT / "shared" / "data" / name]
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -28,10 +28,9 @@ from src.models.dynamicrafter import (
 from src.models.dynamicrafter.attention import DualCrossAttention
 from src.models.dynamicrafter.blocks import FloatGroupNorm, ResBlock
 from src.models.dynamicrafter.checkpoint import rename_legacy_keys
+from tests.conftest import shared_data
 
-MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "dynamicrafter_manifest"
-if not MANIFEST.is_dir():  # checkouts that carry shared/ inside the repository
-    MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "dynamicrafter_manifest"
+MANIFEST = shared_data("dynamicrafter_manifest")
 needs_manifest = pytest.mark.skipif(not MANIFEST.is_dir(), reason=f"manifest folder not found at {MANIFEST}")
 
 UNET = "model.diffusion_model."

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,9 @@ import torch
 
 from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample, rescale_guidance
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule, ddim_timesteps
-from tests.conftest import run_entry
+from tests.conftest import run_entry, shared_data
 
-MANIFEST = Path("/work/shared/data/dynamicrafter_manifest")
+MANIFEST = shared_data("dynamicrafter_manifest")
 
 
 def v_schedule(base: float | None = 0.7) -> DynamiCrafterSchedule:

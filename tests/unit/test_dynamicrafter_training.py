@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from src.models.dynamicrafter.attention import TemporalTransformer
 from src.models.dynamicrafter.blocks import TemporalConvBlock
 from src.models.weights import WeightLoadError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shared_data
 
 T, SIZE = 4, 16  # the tiny demo model shrunk to 4 frames at 16x16 (mini_cfg) to keep the file fast
 
@@ -275,7 +275,7 @@ def test_release_configs_build_the_official_key_layout(release):
 
     from src.models.dynamicrafter.checkpoint import convert_diffusers_vae_state_dict_to_ldm
 
-    manifest = ROOT.parent / "shared" / "data" / "dynamicrafter_manifest" / f"dynamicrafter_{release}.json"
+    manifest = shared_data("dynamicrafter_manifest") / f"dynamicrafter_{release}.json"
     if not manifest.is_file():
         pytest.skip("the DynamiCrafter manifest is not available")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
