@@ -20,7 +20,7 @@ from torch import nn
 from src.models.samplers import cfg_combine, ddim_sample
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.frozen_parts import FrozenPartsMixin
-from src.trainers.lr_schedule import build_lr_scheduler, check_schedule
+from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
 from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         self.noise_schedule = noise
         self.optimizer_factory = optimizer
         self.cond_drop_prob = cond_drop_prob
-        check_schedule(lr_decay, min_lr_ratio)
-        self.warmup_steps = warmup_steps
-        self.lr_decay = lr_decay
-        self.min_lr_ratio = min_lr_ratio
+        self.lr_schedule = LRSchedule(warmup_steps, lr_decay, min_lr_ratio)
         self.pose_guider_lr_scale = pose_guider_lr_scale
         self.sampling = (
             sampling if isinstance(sampling, SamplingConfig) else SamplingConfig(**(sampling or {}))
@@ -168,9 +165,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         optimizer = self.optimizer_factory(self.parameter_groups())
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
-        # a decay needs the stage's optimizer steps; a constant rate needs no trainer (tests build it bare)
-        total = self.trainer.estimated_stepping_batches if self.lr_decay != "constant" else float("inf")
-        scheduler = build_lr_scheduler(optimizer, self.warmup_steps, self.lr_decay, total, self.min_lr_ratio)
+        scheduler = build_lr_scheduler(optimizer, self.lr_schedule, lambda: self.trainer.estimated_stepping_batches)
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ------------------------------------------------------------------------------------------- sampling

@@ -42,7 +42,7 @@ from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule
 from src.models.weights import require_file
 from src.trainers.frozen_parts import FrozenPartsMixin
-from src.trainers.lr_schedule import build_lr_scheduler, check_schedule
+from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
 from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         self.rand_cond_frame = rand_cond_frame
         self.fs_condition = fs_condition
         self.freeze_temporal = freeze_temporal
-        check_schedule(lr_decay, min_lr_ratio)
-        self.warmup_steps = warmup_steps
-        self.lr_decay = lr_decay
-        self.min_lr_ratio = min_lr_ratio
+        self.lr_schedule = LRSchedule(warmup_steps, lr_decay, min_lr_ratio)
         sampling = to_plain(sampling)
         self.sampling = (
             sampling
@@ -278,9 +275,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
                 "DynamiCrafter: no trainable parameters; check model.freeze_temporal and model.net."
             )
         optimizer = self.optimizer_factory(params)
-        # a decay needs the stage's optimizer steps; a constant rate needs no trainer (tests build it bare)
-        total = self.trainer.estimated_stepping_batches if self.lr_decay != "constant" else float("inf")
-        scheduler = build_lr_scheduler(optimizer, self.warmup_steps, self.lr_decay, total, self.min_lr_ratio)
+        scheduler = build_lr_scheduler(optimizer, self.lr_schedule, lambda: self.trainer.estimated_stepping_batches)
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ------------------------------------------------------------------------------------------ sampling

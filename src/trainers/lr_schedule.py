@@ -9,6 +9,8 @@ within the run-to-run spread of a constant rate: see the README).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -28,32 +30,44 @@ def lr_multiplier(step: int, warmup_steps: int, decay: str, total_steps: int, mi
     return min_ratio + (1.0 - min_ratio) * shape
 
 
-def check_schedule(decay: str, min_ratio: float) -> None:
-    if decay not in DECAYS:
-        raise ValueError(f"model.lr_decay={decay!r} is not one of {DECAYS}.")
-    if not 0.0 <= min_ratio <= 1.0:
-        raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {min_ratio}.")
+@dataclass(frozen=True)
+class LRSchedule:
+    """The modules' `warmup_steps`, `lr_decay` and `min_lr_ratio`, checked when the module is built."""
+
+    warmup_steps: int = 0
+    decay: str = "constant"
+    min_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.decay not in DECAYS:
+            raise ValueError(f"model.lr_decay={self.decay!r} is not one of {DECAYS}.")
+        if not 0.0 <= self.min_ratio <= 1.0:
+            raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {self.min_ratio}.")
 
 
 def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer,
-    warmup_steps: int,
-    decay: str,
-    total_steps: int | float,
-    min_ratio: float,
+    optimizer: torch.optim.Optimizer, schedule: LRSchedule, total_steps: Callable[[], float]
 ) -> dict | None:
     """Lightning's per-step scheduler config, or None when the rate is constant from the first step.
 
-    `total_steps` is the trainer's estimated optimizer steps (max_steps after gradient accumulation); a
-    decaying schedule needs it finite."""
-    check_schedule(decay, min_ratio)
-    if warmup_steps <= 0 and decay == "constant":
+    `total_steps` gives the trainer's estimated optimizer steps (max_steps after gradient accumulation); it is
+    called only for a decaying schedule, so a constant one needs no trainer (tests build modules bare)."""
+    if schedule.warmup_steps <= 0 and schedule.decay == "constant":
         return None
-    if decay != "constant" and not math.isfinite(total_steps):
-        raise ValueError(
-            f"model.lr_decay={decay!r} needs a known number of steps: set trainer.max_steps for the stage."
-        )
-    steps = int(total_steps) if math.isfinite(total_steps) else 0  # unused by a constant rate
-    factor = partial(lr_multiplier, warmup_steps=warmup_steps, decay=decay, total_steps=steps, min_ratio=min_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return {"scheduler": scheduler, "interval": "step"}
+    steps = 0  # unused by a constant rate
+    if schedule.decay != "constant":
+        total = total_steps()
+        if not math.isfinite(total):
+            raise ValueError(
+                f"model.lr_decay={schedule.decay!r} needs a known number of steps: set trainer.max_steps for the "
+                "stage."
+            )
+        steps = int(total)
+    factor = partial(
+        lr_multiplier,
+        warmup_steps=schedule.warmup_steps,
+        decay=schedule.decay,
+        total_steps=steps,
+        min_ratio=schedule.min_ratio,
+    )
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from src.trainers.lr_schedule import build_lr_scheduler, lr_multiplier
+from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler, lr_multiplier
 
 
 def test_warmup_then_constant_is_the_papers_default():
@@ -27,7 +27,7 @@ def test_decay_runs_from_the_base_rate_down_to_the_floor(decay):
 
 def test_scheduler_steps_the_optimizer_rate():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
-    config = build_lr_scheduler(opt, 0, "cosine", 4, 0.0)
+    config = build_lr_scheduler(opt, LRSchedule(0, "cosine", 0.0), lambda: 4)
     rates = []
     for _ in range(5):
         rates.append(opt.param_groups[0]["lr"])
@@ -38,7 +38,7 @@ def test_scheduler_steps_the_optimizer_rate():
 
 def test_no_scheduler_when_the_rate_is_constant_from_step_zero():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    assert build_lr_scheduler(opt, 0, "constant", float("inf"), 0.0) is None
+    assert build_lr_scheduler(opt, LRSchedule(0, "constant", 0.0), lambda: float("inf")) is None
 
 
 @pytest.mark.parametrize(
@@ -52,4 +52,4 @@ def test_no_scheduler_when_the_rate_is_constant_from_step_zero():
 def test_bad_schedule_is_a_clear_error(decay, ratio, total, message):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match=message):
-        build_lr_scheduler(opt, 0, decay, total, ratio)
+        build_lr_scheduler(opt, LRSchedule(0, decay, ratio), lambda: total)
