@@ -74,14 +74,14 @@ class HeldoutClips(Dataset):
 
 def load_heldout_clips(
     shards: str | Sequence[str],
-    num_videos: int,
+    num_videos: int | None,
     num_frames: int,
     stride: int,
     size,
     reference_index: int,
     start_frame: int = 0,
 ) -> HeldoutClips:
-    """The first `num_videos` held-out videos of `shards` as fixed evaluation clips."""
+    """The first `num_videos` held-out videos of `shards` (all of them for None) as fixed evaluation clips."""
     videos = load_heldout_videos(shards, max_videos=num_videos)
     return HeldoutClips(videos, num_frames, stride, tuple(size), reference_index, start_frame)
 

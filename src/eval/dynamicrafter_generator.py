@@ -16,12 +16,12 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from src.data.caption_heldout import load_caption_heldout
-from src.eval.generators import load_trained_module, to_uint8_clip
+from src.eval.generators import ClipTestSet, load_trained_module, to_uint8_clip
 
 __all__ = ["DynamiCrafterGenerator", "DynamiCrafterTestSet"]
 
 
-class DynamiCrafterTestSet:
+class DynamiCrafterTestSet(ClipTestSet):
     """Held-out caption-video shards as fixed clips: "image" (first frame), "caption", "fps", "real"."""
 
     def __init__(
@@ -36,12 +36,6 @@ class DynamiCrafterTestSet:
         if not shards:
             raise ValueError("eval.test_set.shards is not set: point it at held-out caption-video shards")
         self.clips = load_caption_heldout(shards, num_videos, num_frames, stride, tuple(size), caption_key)
-
-    def keys(self) -> list[str]:
-        return [item["key"] for item in self.clips.items]
-
-    def __len__(self) -> int:
-        return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.clips[index]

@@ -25,8 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from src.data.heldout_clips import HeldoutClips
-from src.data.pose_video_dataset import load_heldout_videos
+from src.data.heldout_clips import load_heldout_clips
 from src.models.weights import require_file
 from src.trainers.weights_io import load_net_weights
 
@@ -90,7 +89,19 @@ def load_trained_module(
     return module.eval().to(target), target
 
 
-class AnimateAnyoneTestSet:
+class ClipTestSet:
+    """The key listing and length of a test set held as `self.clips` (a dataset whose `.items` carry "key")."""
+
+    clips: Any
+
+    def keys(self) -> list[str]:
+        return [item["key"] for item in self.clips.items]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+class AnimateAnyoneTestSet(ClipTestSet):
     """Held-out pose-video shards as fixed clips (src.data.heldout_clips), with uint8 ground truth."""
 
     def __init__(
@@ -104,14 +115,7 @@ class AnimateAnyoneTestSet:
     ) -> None:
         if not shards:
             raise ValueError("eval.test_set.shards is not set: point it at held-out pose-video shards")
-        videos = load_heldout_videos(shards, max_videos=num_videos)
-        self.clips = HeldoutClips(videos, num_frames, stride, tuple(size), reference_index)
-
-    def keys(self) -> list[str]:
-        return [video["key"] for video in self.clips.items]
-
-    def __len__(self) -> int:
-        return len(self.clips)
+        self.clips = load_heldout_clips(shards, num_videos, num_frames, stride, size, reference_index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.clips[index]
