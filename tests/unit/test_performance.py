@@ -99,22 +99,24 @@ def test_builder_returns_none_at_defaults():
         build_performance_callback({**defaults, "sdpa_backend": "fast"})
 
 
+TINY_UNET = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=[32, 64],
+    cross_attention_dim=16,
+    layers_per_block=1,
+    attention_head_dim=2,
+    norm_num_groups=16,
+)
+
+
 def tiny_aa_net():
     from src.models.animate_anyone import AnimateAnyoneNet, build_tiny_unet
     from src.models.pose_guider import PoseGuider
 
-    unet = dict(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=[32, 64],
-        cross_attention_dim=16,
-        layers_per_block=1,
-        attention_head_dim=2,
-        norm_num_groups=16,
-    )
     guider = PoseGuider(in_channels=3, injection="conv_in", block_channels=[8, 16], out_channels=32)
-    return AnimateAnyoneNet(build_tiny_unet(**unet), build_tiny_unet(**unet), guider)
+    return AnimateAnyoneNet(build_tiny_unet(**TINY_UNET), build_tiny_unet(**TINY_UNET), guider)
 
 
 class Holder(nn.Module):
@@ -125,16 +127,7 @@ class Holder(nn.Module):
         from src.models.animate_anyone import build_tiny_unet
 
         self.net = tiny_aa_net()
-        self.frozen = build_tiny_unet(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=[32, 64],
-            cross_attention_dim=16,
-            layers_per_block=1,
-            attention_head_dim=2,
-            norm_num_groups=16,
-        ).requires_grad_(False)
+        self.frozen = build_tiny_unet(**TINY_UNET).requires_grad_(False)
 
 
 def test_activation_checkpointing_switches_trainable_unets_only():
