@@ -11,7 +11,9 @@ This is Moore-AnimateAnyone's guider, which is ControlNet's conditioning embeddi
 ControlNet's `controlnet_cond_embedding.*` weights (Moore initialises from control_v11p_sd15_openpose) load
 strictly. Chosen because Moore is the most faithful runnable reproduction and every later repo injects a
 320-channel output after the UNet's `conv_in`; the zero-initialised `conv_out` makes the guider a no-op at
-the start of training, so the pretrained UNet's behaviour is untouched.
+the start of training, so the pretrained UNet's behaviour is untouched. A UNet trained from scratch has no
+behaviour to protect, and a zero output also passes no gradient to the guider's inner layers until it has
+grown: `zero_output=False` keeps conv_out's default init (the tiny demo's setting, measured in its config).
 
 Two variants, chosen by config:
 - `injection="conv_in"` (default, public reproductions): block_channels (16, 32, 96, 256), 320 output
@@ -40,7 +42,7 @@ GAUSSIAN_STD = 0.02
 
 
 class PoseGuider(nn.Module):
-    """Small conv encoder of pose images whose zero-initialised output is added inside the denoising UNet."""
+    """Small conv encoder of pose images whose (by default zero-initialised) output is added inside the denoising UNet."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class PoseGuider(nn.Module):
         out_channels: int = 320,
         injection: str = "conv_in",
         init: str = "default",
+        zero_output: bool = True,
     ) -> None:
         super().__init__()
         if injection not in INJECTIONS:
@@ -75,8 +78,9 @@ class PoseGuider(nn.Module):
             for conv in [self.conv_in, *self.blocks]:
                 nn.init.normal_(conv.weight, std=GAUSSIAN_STD)
                 nn.init.zeros_(conv.bias)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        if zero_output:
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, pose: torch.Tensor) -> torch.Tensor:
         """pose (N, in_channels, H, W) in [0, 1] -> (N, out_channels, H / downsample_factor, W / downsample_factor)."""

@@ -41,6 +41,20 @@ def test_gradients_reach_the_last_conv_at_init() -> None:
     assert guider.conv_out.weight.grad.abs().max() > 0  # training can move it off zero
 
 
+def test_zero_output_false_passes_pose_and_gradients_from_the_first_step() -> None:
+    """From-scratch training: the output depends on the pose at init, and the inner convs get gradients."""
+    torch.manual_seed(0)
+    guider = PoseGuider(block_channels=(8, 16), out_channels=16, zero_output=False)
+    pose_a, pose_b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    assert (guider(pose_a) - guider(pose_b)).abs().max() > 1e-3
+    guider(pose_a).sum().backward()
+    assert guider.conv_in.weight.grad.abs().max() > 0
+    zero = PoseGuider(block_channels=(8, 16), out_channels=16)
+    zero(pose_a).sum().backward()
+    assert zero.conv_out.weight.grad.abs().max() > 0
+    assert zero.conv_in.weight.grad.abs().max() == 0  # why zero_output slows a from-scratch guider
+
+
 def test_input_checks() -> None:
     guider = PoseGuider(block_channels=(8, 16, 32))
     with pytest.raises(ValueError, match="divisible by 4"):
