@@ -319,18 +319,29 @@ def build_tiny_unet(
     layers_per_block: int = 1,
     attention_head_dim: int = 8,
     norm_num_groups: int = 8,
+    attention_levels: Sequence[bool] | None = None,
 ) -> UNet2DConditionModel:
-    """A small random UNet2DConditionModel with cross-attention at every level (tests and the CPU demo).
+    """A small random UNet2DConditionModel (tests and the CPU demo).
 
-    `attention_head_dim` follows diffusers' SD naming, where it is the number of heads.
+    `attention_head_dim` follows diffusers' SD naming, where it is the number of heads. `attention_levels`
+    says per resolution level (highest first) whether its blocks have transformer blocks (self-, reference and
+    cross-attention) or only ResNets, as SD1.5 has none at its lowest level; default: attention everywhere.
+    The mid block always has one.
     """
     n = len(block_out_channels)
+    levels = [True] * n if attention_levels is None else [bool(a) for a in attention_levels]
+    if len(levels) != n:
+        raise ValueError(
+            f"attention_levels has {len(levels)} entries but block_out_channels has {n}: give one per level."
+        )
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(levels))
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=in_channels,
         out_channels=out_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * n,
-        up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=down,
+        up_block_types=up,
         block_out_channels=tuple(block_out_channels),
         layers_per_block=layers_per_block,
         cross_attention_dim=cross_attention_dim,

@@ -1,11 +1,11 @@
 """The demo's proof, run exactly as a user runs it: `python -m src.train experiment=animate_anyone_demo`.
 
 Both stages train on the generated characters; held-out characters are then animated with held-out pose
-sequences. The trained model must beat the untrained one clearly on SSIM, PSNR and silhouette IoU. The
-repeat-the-reference baseline's IoU is recorded next to it but not asserted against: after the demo's few
-CPU minutes the characters are placed by the pose but still blurry (thin arms mostly missing), and the
-baseline's sharp (if wrongly posed) character still scores higher (see the README's demo section). The
-scored frames start after the reference frame, so the baseline is never exact by construction.
+sequences. The trained model must beat the untrained one clearly on SSIM, PSNR and silhouette IoU, and the
+repeat-the-reference baseline on IoU, which is what shows pose control: the baseline's character is sharp
+and in the right colours, only wrongly posed (measured margins: 0.465 and 0.436 against 0.368 for seeds 42
+and 1, see the README's demo section). The scored frames start after the reference frame, so the baseline is
+never exact by construction.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_animate_anyone_demo_learns_pose_control(tmp_path, demo_cache):
     assert trained["ssim"] > untrained["ssim"] + 0.1
     assert trained["psnr"] > untrained["psnr"] + 4.0
     assert trained["iou"] > untrained["iou"] + 0.08
-    assert "iou" in repeat
+    assert trained["iou"] > repeat["iou"]
     protocol = summary["heldout"]["protocol"]
     assert protocol["reference_frame"] not in protocol["scored_frames"]
     assert elapsed < 15 * 60

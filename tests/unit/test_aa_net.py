@@ -253,3 +253,23 @@ def test_reference_init_copy_needs_matching_unets():
         AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, 2 * C), guider, "copy_denoising")
     with pytest.raises(ValueError, match="reference_init"):
         AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider, "shared")
+
+
+def test_unets_with_attention_only_at_some_levels() -> None:
+    """SD1.5-like layouts (a level of ResNets only): reference attention and inflation still line up."""
+    torch.manual_seed(0)
+    unets = [build_tiny_unet(S, C, C, attention_levels=[False, True]) for _ in range(2)]
+    assert [type(b).__name__ for b in unets[1].down_blocks] == ["DownBlock2D", "CrossAttnDownBlock2D"]
+    guider = PoseGuider(block_channels=(8, 16), out_channels=32, zero_output=False)
+    net = AnimateAnyoneNet(*unets, guider)
+    x = _inputs(frames=2)
+    with torch.no_grad():
+        with_ref = net(**x)
+        without = net(**x, use_reference=torch.tensor([False, False]))
+        assert (with_ref - without).abs().max() > 1e-3
+        net.enable_temporal(
+            build_motion_adapter((32, 64), 1, num_attention_heads=4, max_seq_length=8, norm_num_groups=8)
+        )
+        torch.testing.assert_close(net(**x), with_ref, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one per level"):
+        build_tiny_unet(S, C, C, attention_levels=[True])
