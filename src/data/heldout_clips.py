@@ -54,9 +54,14 @@ class HeldoutClips(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def frame_indices(self) -> list[int]:
+        """The source-video indices of each clip's frames (the frames scored against the ground truth)."""
+        return [self.start_frame + i * self.stride for i in range(self.num_frames)]
+
     def __getitem__(self, index: int) -> dict:
         video = self.items[index]
-        idx = self.start_frame + np.arange(self.num_frames) * self.stride
+        idx = np.asarray(self.frame_indices)
         item = {
             "key": video["key"],
             "reference": _to_tensor(

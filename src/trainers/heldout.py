@@ -115,6 +115,5 @@ def evaluate_animate_anyone(
     models = trained_and_untrained(stage_cfg, stage, weights, cfg.seed)
     fps = cfg.data.demo.fps if cfg.data.demo else 8
     result = evaluate_heldout(models, clips, out_dir, seed, foreground_threshold, fps)
-    scored = [start_frame + i * stride for i in range(num_frames)]
-    result["protocol"] = {"reference_frame": reference_index, "scored_frames": scored}
+    result["protocol"] = {"reference_frame": reference_index, "scored_frames": clips.frame_indices}
     return result

@@ -58,6 +58,8 @@ def test_both_stages_write_checkpoints_weights_samples_and_summary(tmp_path, dem
     scores = summary["metrics"]["heldout"]
     assert set(scores) == {"trained", "untrained", "repeat_reference"}
     assert {"ssim", "psnr", "iou"} <= set(scores["trained"])
+    # evaluation.num_frames=4 at the demo's stride 2 from start_frame 2, reference frame 0
+    assert summary["heldout"]["protocol"] == {"reference_frame": 0, "scored_frames": [2, 4, 6, 8]}
     assert (run_dir / "spatial" / "csv" / "metrics.csv").is_file()
 
 

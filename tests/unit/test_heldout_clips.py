@@ -27,8 +27,9 @@ def _indices(video: torch.Tensor) -> list[int]:
 
 
 def test_clip_frames_start_at_start_frame_and_the_reference_stays_put():
-    item = HeldoutClips([_video()], num_frames=4, stride=2, size=(8, 8), reference_index=0, start_frame=2)[0]
-    assert _indices(item["frames"]) == [2, 4, 6, 8]
+    clips = HeldoutClips([_video()], num_frames=4, stride=2, size=(8, 8), reference_index=0, start_frame=2)
+    item = clips[0]
+    assert _indices(item["frames"]) == clips.frame_indices == [2, 4, 6, 8]
     assert _indices(item["reference"][:, None]) == [0]
     assert item["silhouette"].shape == (4, 8, 8) and item["background"].shape == (3, 8, 8)
 
