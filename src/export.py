@@ -3,7 +3,7 @@
 CKPT is a Lightning `.ckpt` file (single device, DDP, FSDP full state) or a DeepSpeed checkpoint directory
 (Lightning's `last.ckpt/` under strategy=deepspeed_stage_*, or any `engine.save_checkpoint` directory),
 consolidated to fp32 with DeepSpeed's `zero_to_fp32` functions. OUT receives:
-- `net.safetensors`: the trainable container `module.net`, as `src.trainers.weights_io` writes it (what the
+- `net.safetensors`: the trainable container `module.net`, as `src.models.weights_io` writes it (what the
   next stage and sampling load strictly). Frozen parameters are not in checkpoints; when some of `net`'s
   were excluded (e.g. stage 2 trains only the motion modules), pass `--base` (the weights the stage started
   from, e.g. the previous stage's `final/net.safetensors`) to fill them, or only the per-module files are written.

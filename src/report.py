@@ -165,7 +165,7 @@ def html_report(tables: dict[str, list[Row]]) -> str:
 
 def log_to_wandb(tables: dict[str, list[Row]], mode: str, out_dir: Path, project: str) -> str | None:
     """Log each protocol's table as a W&B Table; mode auto = online with an API key, else nothing."""
-    from src.trainers.loggers import wandb_key_configured
+    from src.wandb_mode import wandb_key_configured
 
     if mode == "auto":
         mode = "online" if wandb_key_configured() else "disabled"

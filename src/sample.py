@@ -79,9 +79,9 @@ def run(cfg: DictConfig) -> list[dict]:
     from hydra.utils import instantiate
 
     from src.data.video_io import write_mp4
+    from src.models.weights_io import load_net_weights
     from src.trainers.callbacks import to_uint8_frames
     from src.trainers.runner import stage_config
-    from src.trainers.weights_io import load_net_weights
 
     sample = cfg.sample
     stages = list(cfg.stages.keys()) if cfg.stages else []

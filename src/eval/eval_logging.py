@@ -1,6 +1,6 @@
 """Evaluation results to W&B: summary values, a metrics table and a few sample videos.
 
-The mode follows training's logger config (src.trainers.loggers): `logger.wandb.mode` auto = online with
+The mode follows training's logger config (src.wandb_mode): `logger.wandb.mode` auto = online with
 an API key, offline (files under `<run>/wandb`, `wandb sync` later) without; no `wandb` entry or mode
 disabled = no W&B at all. The run id is stable per run dir, so a rerun or a merge updates the same run.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from src.trainers.loggers import WANDB_MODES, stable_run_id, wandb_key_configured
+from src.wandb_mode import resolve_wandb_mode, stable_run_id
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +21,7 @@ def wandb_mode(logger_cfg: DictConfig | None) -> str | None:
     """"online", "offline" or None (no W&B) from `logger.wandb.mode`, as training decides it."""
     if logger_cfg is None or "wandb" not in logger_cfg:
         return None
-    mode = logger_cfg.wandb.mode
-    if mode not in WANDB_MODES:
-        raise ValueError(f"logger.wandb.mode={mode!r}; expected one of {WANDB_MODES}.")
-    if mode == "disabled":
-        return None
-    if mode == "offline" or (mode == "auto" and not wandb_key_configured()):
-        return "offline"
-    return "online"
+    return resolve_wandb_mode(logger_cfg.wandb.mode)
 
 
 def metrics_table_rows(results: dict) -> list[list]:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from src.data.heldout_clips import load_heldout_clips
 from src.models.weights import require_file
-from src.trainers.weights_io import load_net_weights
+from src.models.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from src.models.samplers import cfg_combine, ddim_sample
+from src.models.weights_io import load_net_weights
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
-from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
 

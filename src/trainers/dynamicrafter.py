@@ -41,9 +41,9 @@ from src.models.dynamicrafter.net import DynamiCrafterNet
 from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule
 from src.models.weights import require_file
+from src.models.weights_io import load_net_weights
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
-from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from src.data.heldout_clips import HeldoutClips, load_heldout_clips
 from src.data.video_io import write_mp4
 from src.eval.animation_scores import foreground_mask, silhouette_iou, video_psnr, video_ssim
+from src.models.weights_io import load_net_weights
 from src.trainers.callbacks import side_by_side, to_uint8_frames
-from src.trainers.weights_io import load_net_weights
 
 log = logging.getLogger(__name__)
 

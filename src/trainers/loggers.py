@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
 
+from src.wandb_mode import resolve_wandb_mode, stable_run_id
+
 log = logging.getLogger(__name__)
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-
-
-def wandb_key_configured() -> bool:
-    """True when W&B has credentials: WANDB_API_KEY or a `wandb login` entry in ~/.netrc."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-
-
-def stable_run_id(run_dir: Path, job: str) -> str:
-    """Same id for every rank and every requeue of a run, so W&B resumes the run instead of forking it."""
-    return hashlib.sha1(f"{run_dir.resolve()}::{job}".encode()).hexdigest()[:16]
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, job: str) -> list[Logger]:
     loggers: list[Logger] = []
     if "wandb" in cfg:
         w = cfg.wandb
-        if w.mode not in WANDB_MODES:
-            raise ValueError(f"logger.wandb.mode={w.mode!r}; expected one of {WANDB_MODES}.")
-        if w.mode != "disabled":
-            offline = w.mode == "offline" or (w.mode == "auto" and not wandb_key_configured())
+        mode = resolve_wandb_mode(w.mode)
+        if mode is not None:
+            offline = mode == "offline"
             if offline:
                 log.info("W&B: no API key configured, logging offline under %s/wandb", run_dir)
             loggers.append(

@@ -24,10 +24,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.export import checkpoint_exists, checkpoint_step
+from src.models.weights_io import save_net_weights
 from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
 from src.trainers.loggers import build_loggers, finish_wandb
 from src.trainers.scale_callbacks import build_scale_callbacks
-from src.trainers.weights_io import save_net_weights
 
 log = logging.getLogger(__name__)
 

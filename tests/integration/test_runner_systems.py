@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from src.config import register_resolvers
-from src.trainers.weights_io import load_net_weights
+from src.models.weights_io import load_net_weights
 from tests.conftest import ROOT
 
 

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from src.data.shards import ShardSetWriter
 from src.data.video_io import decode_mp4, encode_mp4
 from src.eval.runner import run_evaluation
-from src.trainers.weights_io import save_net_weights
+from src.models.weights_io import save_net_weights
 from tests.unit.evaluate_helpers import compose_eval, one_thread
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.export import checkpoint_exists, checkpoint_step, export_checkpoint, load_exported, main
+from src.models.weights_io import load_net_weights, save_net_weights
 from src.trainers.ema import EMACallback
-from src.trainers.weights_io import load_net_weights, save_net_weights
 
 
 class Unet(nn.Module):
