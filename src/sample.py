@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import register_resolvers
+from src.config_checks import check_config_or_exit
 
 register_resolvers()
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ def run(cfg: DictConfig) -> list[dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
+    check_config_or_exit(cfg, "sample")  # before anything is built
     for record in run(cfg):
         print(record["video"])
 

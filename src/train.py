@@ -9,12 +9,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.config import register_resolvers
+from src.config_checks import check_config_or_exit
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    check_config_or_exit(cfg, "train")  # before anything is built
     from src.trainers.runner import run
 
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
