@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def auto_precision() -> str:
@@ -29,3 +29,11 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return [to_plain(v) for v in value]
     return value
+
+
+def stage_config(cfg: DictConfig, name: str) -> DictConfig:
+    """The root config with `stages.<name>` merged over it (model, data, trainer, global batch, ...)."""
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "stages"])
+    merged = OmegaConf.merge(base, cfg.stages[name])
+    OmegaConf.set_struct(merged, False)
+    return merged

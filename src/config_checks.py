@@ -20,6 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.config import stage_config
+
 _ABSENT = object()
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
               "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
@@ -390,13 +392,8 @@ def _stage_key(cfg: DictConfig, stage: str, key: str) -> str:
     return key if set_in_stage is _ABSENT else f"stages.{stage}.{key}"
 
 
-def _stage_merged(cfg: DictConfig, stage: str) -> DictConfig:
-    base = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "stages"])
-    return OmegaConf.merge(base, cfg.stages[stage])
-
-
 def _stage_problems(cfg: DictConfig, stage: str) -> list[Problem]:
-    merged = _stage_merged(cfg, stage)
+    merged = stage_config(cfg, stage)
     found = apply_rules(merged, TRAINER_RULES + DATA_RULES + MODEL_RULES) + stage_cross_rules(merged, stage)
     return [Problem(_stage_key(cfg, stage, p.key), p.value, p.expected, p.example) for p in found]
 
@@ -446,7 +443,7 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
         stage = stage if stage in stages else (stages[-1] if stages else None)
         if stage is not None:
             problems += _stage_problems(cfg, stage)
-            merged = _stage_merged(cfg, stage)
+            merged = stage_config(cfg, stage)
             if _get(cfg, "sample.size") is not None:
                 problems += size_fits_model(merged, "sample.size")
             if _get(cfg, "sample.num_frames") is not None:

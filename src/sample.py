@@ -79,10 +79,10 @@ def run(cfg: DictConfig) -> list[dict]:
     """Animate every (image, prompt) job; returns the records written to samples.json."""
     from hydra.utils import instantiate
 
+    from src.config import stage_config
     from src.data.video_io import write_mp4
     from src.models.weights_io import load_net_weights
     from src.trainers.callbacks import to_uint8_frames
-    from src.trainers.runner import stage_config
 
     sample = cfg.sample
     stages = list(cfg.stages.keys()) if cfg.stages else []

@@ -23,6 +23,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.config import stage_config
 from src.export import checkpoint_exists, checkpoint_step
 from src.models.weights_io import save_net_weights
 from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
@@ -61,14 +62,6 @@ def stage_names(cfg: DictConfig) -> list[str]:
     if cfg.stage not in names:
         raise ValueError(f"stage={cfg.stage!r} is not one of this experiment's stages {names} (or 'all').")
     return [cfg.stage]
-
-
-def stage_config(cfg: DictConfig, name: str) -> DictConfig:
-    """The root config with `stages.<name>` merged over it (model, data, trainer, global batch, ...)."""
-    base = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "stages"])
-    merged = OmegaConf.merge(base, cfg.stages[name])
-    OmegaConf.set_struct(merged, False)
-    return merged
 
 
 def stage_weights_path(stage_dir: Path) -> Path:

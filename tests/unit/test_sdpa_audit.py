@@ -11,8 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.overrides import TorchFunctionMode
 
-from src.config import register_resolvers
-from src.trainers.runner import stage_config
+from src.config import register_resolvers, stage_config
 from src.trainers.strategies import CONF_DIR
 
 register_resolvers()

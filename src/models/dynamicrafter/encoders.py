@@ -60,7 +60,8 @@ def build_open_clip(model_name: str, model_config: Mapping[str, Any] | None, ini
         torch.manual_seed(init_seed)
         if model_config is not None:
             return open_clip.CLIP(**to_plain(model_config))
-        return open_clip.create_model(model_name, pretrained=None)
+        # the current default device, so a build under `with torch.device("meta")` (the weights doctor) stays there
+        return open_clip.create_model(model_name, pretrained=None, device=torch.get_default_device())
 
 
 class _Parts(nn.Module):
