@@ -23,6 +23,9 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     check_config_or_exit(cfg, "evaluate")  # before anything is built
     from src.eval.runner import run_evaluation
+    from src.log_setup import readable_logs
+
+    readable_logs()
 
     run_evaluation(cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -17,7 +17,10 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     check_config_or_exit(cfg, "train")  # before anything is built
+    from src.log_setup import readable_logs
     from src.trainers.runner import run
+
+    readable_logs()
 
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -36,6 +36,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, job: str) -> li
                     resume="allow",
                 )
             )
+            # Lightning always passes anonymous=None to wandb.init, which W&B >= 0.19 answers with "The anonymous
+            # setting has no effect" although nothing here asks for anonymous logging: leave the key out.
+            loggers[-1]._wandb_init.pop("anonymous", None)
     if "csv" in cfg:
         loggers.append(CSVLogger(save_dir=str(run_dir / job), name="csv", version=""))
     return loggers

@@ -25,7 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import stage_config
 from src.export import checkpoint_exists, checkpoint_step
+from src.log_setup import readable_logs
 from src.models.weights_io import save_net_weights
+from src.pretrained_files import find_slots
 from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
 from src.trainers.loggers import build_loggers, finish_wandb
 from src.trainers.scale_callbacks import build_scale_callbacks
@@ -108,6 +110,24 @@ def accumulation_steps(global_batch: int | None, per_device: int, world_size: in
     return global_batch // per_step
 
 
+def run_header(cfg: DictConfig, name: str, stage_dir: Path, trainer: L.Trainer, init_weights: str | None,
+               resumed_from: int | None) -> str:
+    """One block at the start of a stage: what runs, where, with which batch, steps, outputs and weights."""
+    world, accumulate, per_device = trainer.world_size, trainer.accumulate_grad_batches, cfg.data.batch_size
+    lines = [
+        f"==== {cfg.run_name}: stage {name} ({cfg.model._target_.rsplit('.', 1)[-1]}) ====",
+        f"  devices    {trainer.num_nodes} node(s) x {trainer.num_devices} {type(trainer.accelerator).__name__}"
+        f" (world size {world}), strategy {type(trainer.strategy).__name__}, precision {trainer.precision}",
+        f"  batch      global {per_device * world * accumulate} = {per_device} per device x {world} device(s)"
+        f" x {accumulate} accumulation step(s)",
+        f"  steps      {trainer.max_steps}" + (f", resuming at step {resumed_from}" if resumed_from else ""),
+        f"  outputs    {stage_dir} (checkpoints/, final/net.safetensors)",
+        f"  init from  {init_weights}" if init_weights else "  init from  the pretrained files below / random init",
+    ]
+    lines += [f"  weights    {slot.key} = {slot.path}" for slot in find_slots(cfg, ("model",))]
+    return "\n".join(lines)
+
+
 def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_weights: str | None) -> StageResult:
     stage_dir = run_dir / name
     weights = stage_weights_path(stage_dir)
@@ -123,6 +143,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     callbacks = build_callbacks(cfg.callbacks, stage_dir) + build_scale_callbacks(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
     trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
+    readable_logs()  # after Lightning and the loggers are imported: their duplicate handlers go
 
     # split_global_batch: every rank reads the one stream a single process would, and keeps its slice
     rank_seed = cfg.seed if cfg.data.get("split_global_batch") else cfg.seed + 1000 * trainer.global_rank
@@ -135,6 +156,8 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     if resumable:
         resumed_from = checkpoint_step(last) or 0
         log.info("stage %s: resuming from %s (step %d)", name, last, resumed_from)
+    if trainer.is_global_zero:
+        log.info(run_header(cfg, name, stage_dir, trainer, init_weights, resumed_from))
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=str(last) if resumable else None)
     finish_wandb(loggers)
     if trainer.interrupted:
