@@ -11,7 +11,6 @@ samples are `c t h w` float in [-1, 1]. Streaming, skipping and exact batch coun
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +21,7 @@ from omegaconf import DictConfig
 
 from src.data.clip_sampling import ClipTooShort
 from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset
-from src.data.shards import list_shards
+from src.data.shards import list_shards, read_meta
 from src.data.transforms import CropBox, crop_resize
 from src.data.video_io import decode_mp4, probe_mp4
 
@@ -54,7 +53,8 @@ def choose_caption(meta: dict[str, Any], caption_key: str) -> tuple[str, bool]:
     wanted = f"{caption_key!r} nor {FALLBACK_KEY!r}" if caption_key != FALLBACK_KEY else repr(FALLBACK_KEY)
     raise SampleError(
         f"json has no usable {wanted} caption (keys: {sorted(meta)}); "
-        "write shards with python -m src.data.webvid"
+        "write shards with python -m src.data.webvid",
+        reason="no_caption",
     )
 
 
@@ -159,14 +159,15 @@ class CaptionVideoDataset(ShardSampleDataset):
         for entry in ("mp4", "json"):
             if entry not in raw:
                 raise SampleError(
-                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})"
+                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
+                    reason=f"missing_{entry}",
                 )
-        meta = json.loads(raw["json"])
+        meta = read_meta(raw["json"])
         caption, fell_back = choose_caption(meta, self.caption_key)
         frames, stride, probed_fps = self._frames(raw, rng)
         source_fps = float(meta.get("fps") or probed_fps)
         if source_fps <= 0:
-            raise SampleError("no fps in the json and none in the video stream")
+            raise SampleError("no fps in the json and none in the video stream", reason="no_fps")
         return {
             "video": to_model_video(frames, self.size),
             "caption": caption,

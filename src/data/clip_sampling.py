@@ -14,6 +14,8 @@ __all__ = ["ClipTooShort", "sample_clip_indices", "sample_reference_and_target",
 class ClipTooShort(ValueError):
     """The video has too few frames for the requested sampling; the pipeline skips such videos."""
 
+    reason = "too_short"  # the category a skipped sample is counted under
+
 
 def sample_reference_and_target(num_frames: int, margin: int, rng: np.random.Generator) -> tuple[int, int]:
     """Stage-1 pair: uniform over all ordered (reference, target) pairs with |reference - target| >= margin.

@@ -58,23 +58,23 @@ class _Probed:
 def _probe_pair(videos: Path, poses: Path, relative: Path, min_frames: int) -> _Probed:
     video_path, pose_path = videos / relative, poses / relative
     if not pose_path.is_file():
-        return _Probed(relative, reason=f"missing pose video {pose_path}")
+        return _Probed(relative, reason=f"missing_pose: no {pose_path}")
     try:
         video_bytes, pose_bytes = video_path.read_bytes(), pose_path.read_bytes()
         video, pose = probe_mp4(video_bytes), probe_mp4(pose_bytes)
     except (OSError, VideoDecodeError) as exc:
-        return _Probed(relative, reason=f"unreadable: {exc}")
+        return _Probed(relative, reason=f"{getattr(exc, 'reason', 'undecodable')}: {exc}")
     if video.num_frames != pose.num_frames:
         return _Probed(
-            relative, reason=f"frame count mismatch: video has {video.num_frames}, pose has {pose.num_frames}"
+            relative, reason=f"pose_length: video has {video.num_frames}, pose has {pose.num_frames}"
         )
     if (video.height, video.width) != (pose.height, pose.width):
         return _Probed(
             relative,
-            reason=f"size mismatch: video {video.height}x{video.width}, pose {pose.height}x{pose.width}",
+            reason=f"pose_resolution: video {video.height}x{video.width}, pose {pose.height}x{pose.width}",
         )
     if video.num_frames < min_frames:
-        return _Probed(relative, reason=f"only {video.num_frames} frames (< --min-frames {min_frames})")
+        return _Probed(relative, reason=f"too_short: {video.num_frames} frames < --min-frames {min_frames}")
     meta = {
         "num_frames": video.num_frames,
         "fps": video.fps,
@@ -151,7 +151,7 @@ def make_shards(
                 writer.skip(source, probed.reason or "unknown")
             elif probed.sample["__key__"] in keys:
                 key = probed.sample["__key__"]
-                writer.skip(source, f"key {key!r} collides with {keys[key].as_posix()}; rename one of them")
+                writer.skip(source, f"key_collision: {key!r} collides with {keys[key].as_posix()}; rename one of them")
             else:
                 keys[probed.sample["__key__"]] = probed.relative
                 writer.write(probed.sample)

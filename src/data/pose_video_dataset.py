@@ -115,12 +115,14 @@ class PoseVideoDataset(ShardSampleDataset):
     def _check_pair(video_info, pose_info) -> None:
         if video_info.num_frames != pose_info.num_frames:
             raise SampleError(
-                f"pose video has {pose_info.num_frames} frames but the video has {video_info.num_frames}"
+                f"pose video has {pose_info.num_frames} frames but the video has {video_info.num_frames}",
+                reason="pose_length",
             )
         if (video_info.height, video_info.width) != (pose_info.height, pose_info.width):
             raise SampleError(
                 f"pose video is {pose_info.height}x{pose_info.width} but the video is "
-                f"{video_info.height}x{video_info.width}"
+                f"{video_info.height}x{video_info.width}",
+                reason="pose_resolution",
             )
 
     def _decode_needed(self, raw: dict[str, Any], rng: np.random.Generator):
@@ -157,7 +159,8 @@ class PoseVideoDataset(ShardSampleDataset):
         for entry in ("mp4", "pose.mp4"):
             if entry not in raw:
                 raise SampleError(
-                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})"
+                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
+                    reason=f"missing_{entry}",
                 )
         if self.cache.enabled:
             frames, pose, reference = self._from_cache(raw, rng)

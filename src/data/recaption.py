@@ -28,7 +28,7 @@ from typing import Any
 
 from webdataset.tariterators import tarfile_samples
 
-from src.data.shards import MANIFEST_NAME, ShardSetWriter, list_shards
+from src.data.shards import MANIFEST_NAME, BadSampleJson, ShardSetWriter, list_shards, read_meta
 
 __all__ = [
     "CAPTION_FIELDS",
@@ -231,10 +231,14 @@ def recaption_shards(
                 key = sample["__key__"]
                 if "json" not in sample:
                     writer.skip(
-                        f"{Path(path).name}:{key}", "no json entry; write shards with src.data.webvid"
+                        f"{Path(path).name}:{key}", "missing_json: no json entry; write shards with src.data.webvid"
                     )
                     continue
-                meta = json.loads(sample["json"])
+                try:
+                    meta = read_meta(sample["json"])
+                except BadSampleJson as exc:
+                    writer.skip(f"{Path(path).name}:{key}", f"bad_json: {exc}")
+                    continue
                 videoid = str(meta.get("videoid") or key)
                 new = table.captions.get(videoid, {})
                 if new:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,19 @@ _log = logging.getLogger(__name__)
 
 
 class SampleError(ValueError):
-    """A shard sample that cannot be used (missing entry, mismatch, too short); it gets skipped."""
+    """A shard sample that cannot be used (missing entry, mismatch, too short); it gets skipped.
+
+    `reason` is the short category the skip is counted under (`skip_counts`), e.g. "pose_length"."""
+
+    def __init__(self, message: str, reason: str = "bad_sample") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def skip_reason(exc: BaseException) -> str:
+    """The category a failed sample is counted under: the error's `reason` (SampleError, VideoDecodeError,
+    ClipTooShort carry one), else the exception's type name (an unexpected failure, still named)."""
+    return str(getattr(exc, "reason", None) or type(exc).__name__)
 
 
 class TooManySkips(RuntimeError):
@@ -92,6 +105,7 @@ class SkipGuard:
         logger: logging.Logger | None = None,
         hint: str = "check the shards and the data config",
         entries: str = "'mp4'",
+        counts: Counter[str] | None = None,
     ) -> None:
         self.limit = limit
         self.buffered = buffered
@@ -103,9 +117,11 @@ class SkipGuard:
         self.consecutive = 0
         self.shard_opens = 0
         self.last_reasons: list[str] = []
+        self.counts: Counter[str] = counts if counts is not None else Counter()
 
-    def skip(self, key: str, reason: str) -> None:
+    def skip(self, key: str, reason: str, category: str = "bad_sample") -> None:
         self.logger.warning("skipping sample %s: %s", key, reason)
+        self.counts[category] += 1
         self.since_yield += 1
         self.consecutive += 1
         self.last_reasons = (self.last_reasons + [f"{key}: {reason}"])[-3:]
@@ -117,7 +133,7 @@ class SkipGuard:
 
     def tar_error(self, exc: Exception) -> bool:
         """webdataset handler: a broken or missing tar counts as a skip; keep going."""
-        self.skip("<tar>", f"{type(exc).__name__}: {exc}")
+        self.skip("<tar>", f"{type(exc).__name__}: {exc}", "bad_tar")
         return True
 
     def opened_shard(self) -> None:
@@ -180,6 +196,8 @@ class ShardSampleDataset(IterableDataset):
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.state = IterState()
         self.cache = DecodedVideoCache(int(decoded_cache_mb) * 2**20)
+        #: skipped samples per reason, in this process (each DataLoader worker keeps its own copy)
+        self.skip_counts: Counter[str] = Counter()
 
     def set_state(
         self, *, epoch: int, pass_index: int = 0, rank: int | None = None, world_size: int | None = None
@@ -234,13 +252,14 @@ class ShardSampleDataset(IterableDataset):
             logger=self.logger,
             hint=self.skip_hint,
             entries=self.required_entries,
+            counts=self.skip_counts,
         )
         for raw in self._raw_samples(rng, guard):
             key = str(raw.get("__key__", "<no key>"))
             try:
                 sample = self.process(raw, rng)
             except Exception as exc:  # a bad sample must never stop the epoch; TooManySkips bounds this
-                guard.skip(f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}")
+                guard.skip(f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}", skip_reason(exc))
                 continue
             sample["skipped"] = guard.yielded()
             yield sample

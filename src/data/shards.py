@@ -13,6 +13,7 @@ import io
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,7 @@ class ShardSetWriter:
             "total_samples": sum(s["samples"] for s in shards),
             "total_bytes": sum(s["bytes"] for s in shards),
             "skipped": self.skipped,
+            "skip_counts": skip_reason_counts(self.skipped),
             "args": {"maxcount": self.maxcount, "maxsize": self.maxsize, **self.creation_args},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -161,6 +163,28 @@ class ShardSetWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class BadSampleJson(ValueError):
+    """A sample's json entry is not valid JSON or not an object; skipped and counted as "bad_json"."""
+
+    reason = "bad_json"
+
+
+def read_meta(data: bytes) -> dict[str, Any]:
+    """A sample's `json` entry as a dict; BadSampleJson for invalid JSON or another type (a list, a number)."""
+    try:
+        meta = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadSampleJson(f"json is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise BadSampleJson(f"json holds a {type(meta).__name__}, expected an object (fps, caption, ...)")
+    return meta
+
+
+def skip_reason_counts(skipped: list[dict[str, str]]) -> dict[str, int]:
+    """Counts per reason kind: the text before the first ':' of each skip's reason ("too_short: 1 frame")."""
+    return dict(sorted(Counter(item["reason"].split(":", 1)[0] for item in skipped).items()))
 
 
 def write_shards(

@@ -20,7 +20,13 @@ __all__ = ["VideoDecodeError", "VideoInfo", "decode_mp4", "encode_mp4", "probe_m
 
 
 class VideoDecodeError(ValueError):
-    """The bytes are not a decodable video (corrupt, truncated, empty or without a video stream)."""
+    """The bytes are not a decodable video (corrupt, truncated, empty or without a video stream).
+
+    `reason` ("undecodable" or "empty") is the category a skipped sample is counted under."""
+
+    def __init__(self, message: str, reason: str = "undecodable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def _open(data: bytes) -> av.container.InputContainer:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"expected the video as bytes, got {type(data).__name__}")
     if len(data) == 0:
-        raise VideoDecodeError("video bytes are empty")
+        raise VideoDecodeError("video bytes are empty", reason="empty")
     try:
         container = av.open(io.BytesIO(bytes(data)), mode="r")
     except (av.FFmpegError, OSError, ValueError) as exc:

@@ -28,8 +28,7 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from src.data.make_shards import key_from_relative_path
-from src.data.shards import MANIFEST_NAME, ShardSetWriter
+from src.data.shards import MANIFEST_NAME, ShardSetWriter, skip_reason_counts
 from src.data.video_io import VideoDecodeError, decode_mp4, encode_mp4, probe_mp4
 
 __all__ = [
@@ -184,7 +183,7 @@ def convert_video(path: Path, options: ClipOptions) -> tuple[bytes | None, dict[
         data = path.read_bytes()
         info = probe_mp4(data)
     except (OSError, VideoDecodeError) as exc:
-        return None, {}, f"undecodable: {exc}"
+        return None, {}, f"{getattr(exc, 'reason', 'undecodable')}: {exc}"
     if info.fps <= 0:
         return None, {}, "undecodable: the video stream has no frame rate"
     seconds = info.num_frames / info.fps
@@ -274,11 +273,6 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # one process per core: no intra-op thread oversubscription
-
-
-def skip_reason_counts(skipped: Sequence[dict[str, str]]) -> dict[str, int]:
-    """Counts per reason kind (the text before the first ':' of each reason)."""
-    return dict(sorted(Counter(item["reason"].split(":", 1)[0] for item in skipped).items()))
 
 
 def _plan(rows: list[WebVidRow]) -> tuple[list[WebVidRow], list[dict[str, str]]]:

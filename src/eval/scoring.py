@@ -41,7 +41,8 @@ class ScoringSettings:
 def new_counts() -> dict[str, Any]:
     """Counts a shard reports; merged across shards by `merge_counts`."""
     return {"generated": 0, "real": 0, "paired": 0, "missing_real": 0, "missing_prompts": 0,
-            "skipped": {"generated": 0, "real": 0}, "skipped_videos": []}
+            "skipped": {"generated": 0, "real": 0}, "skip_reasons": {"generated": {}, "real": {}},
+            "skipped_videos": []}
 
 
 def merge_counts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -52,13 +53,18 @@ def merge_counts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             total[key] += int(part.get(key, 0))
         for side in ("generated", "real"):
             total["skipped"][side] += int(part.get("skipped", {}).get(side, 0))
+            for reason, n in part.get("skip_reasons", {}).get(side, {}).items():
+                total["skip_reasons"][side][reason] = total["skip_reasons"][side].get(reason, 0) + int(n)
         total["skipped_videos"].extend(part.get("skipped_videos", []))
     total["skipped_videos"] = total["skipped_videos"][:_MAX_LISTED_SKIPS]
     return total
 
 
-def _skip(counts: dict, side: str, key: str, reason: str) -> None:
+def _skip(counts: dict, side: str, key: str, error: BadVideoError) -> None:
+    reason = str(error)
     counts["skipped"][side] += 1
+    by_reason = counts["skip_reasons"][side]
+    by_reason[error.reason] = by_reason.get(error.reason, 0) + 1
     if len(counts["skipped_videos"]) < _MAX_LISTED_SKIPS:
         counts["skipped_videos"].append({"side": side, "key": key, "reason": reason})
     log.warning("skipping %s video %r: %s", side, key, reason)
@@ -167,7 +173,7 @@ def score_shard(
             try:
                 item: dict[str, Any] = {"key": key, "video": _load(generated, key, settings.generated_clip, settings)}
             except BadVideoError as error:
-                _skip(counts, "generated", key, str(error))
+                _skip(counts, "generated", key, error)
                 continue
             if needs_pair:
                 if key not in real_names:
@@ -178,7 +184,7 @@ def score_shard(
                         item["real"] = _load(real, key, settings.real_clip, settings)
                         counts["paired"] += 1
                     except BadVideoError as error:
-                        _skip(counts, "real", key, str(error))
+                        _skip(counts, "real", key, error)
             if needs_prompts:
                 item["prompts"] = (prompts or {}).get(key)
                 if item["prompts"] is None:
@@ -200,7 +206,7 @@ def score_shard(
                     items.append({"key": key, "video": _load(real, key, settings.real_clip, settings)})
                     counts["real"] += 1
                 except BadVideoError as error:
-                    _skip(counts, "real", key, str(error))
+                    _skip(counts, "real", key, error)
             if items:
                 _update_real(metrics, items, settings.device)
     return counts

@@ -32,6 +32,10 @@ VIDEO_SUFFIXES = (".mp4",)
 class BadVideoError(ValueError):
     """A video that cannot be used (unreadable, too short); counted in metrics.json, never silently dropped."""
 
+    def __init__(self, message: str, reason: str = "undecodable") -> None:
+        super().__init__(message)
+        self.reason = reason  # the category the skip is counted under (counts["skip_reasons"])
+
 
 @dataclass(frozen=True)
 class ClipSpec:
@@ -57,7 +61,8 @@ class ClipSpec:
             need = (idx[-1] + 1) if idx else self.start + 1
             raise BadVideoError(
                 f"video has {total} frames; the clip ({self.num_frames} frames at stride {self.stride} from "
-                f"{self.start}) needs {need}"
+                f"{self.start}) needs {need}",
+                reason="too_short",
             )
         return idx
 
@@ -143,7 +148,8 @@ def read_clip(data: bytes, clip: ClipSpec) -> Tensor:
         total = probe_mp4(data).num_frames
         frames = decode_mp4(data, clip.indices(total))
     except (VideoDecodeError, IndexError, OSError) as error:
-        raise BadVideoError(str(error)) from error
+        reason = "too_short" if isinstance(error, IndexError) else getattr(error, "reason", "undecodable")
+        raise BadVideoError(str(error), reason) from error
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
 
 

@@ -46,9 +46,9 @@ def test_manifest_reports_missing_and_mismatched_pose_videos(video_tree, tmp_pat
     manifest = make_shards(video_tree, out, maxcount=2, min_frames=4, workers=2, log=lambda _: None)
     skipped = {item["source"]: item["reason"] for item in manifest["skipped"]}
     assert set(skipped) == {"missing.mp4", "mismatch.mp4", "short.mp4"}
-    assert "missing pose video" in skipped["missing.mp4"]
-    assert "frame count mismatch: video has 12, pose has 10" == skipped["mismatch.mp4"]
-    assert "only 3 frames" in skipped["short.mp4"]
+    assert skipped["missing.mp4"].startswith("missing_pose: ")
+    assert "pose_length: video has 12, pose has 10" == skipped["mismatch.mp4"]
+    assert skipped["short.mp4"].startswith("too_short: 3 frames")
     assert manifest["total_samples"] == 3
     assert [s["samples"] for s in manifest["shards"]] == [2, 1]
     assert json.loads((out / "manifest.json").read_text())["args"]["poses"] == str(
