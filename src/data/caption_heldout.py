@@ -26,7 +26,7 @@ from src.data.sample_stream import SampleError
 from src.data.shards import list_shards
 from src.data.video_io import decode_mp4, probe_mp4
 
-__all__ = ["CaptionHeldoutClips", "load_caption_heldout", "val_loader_from_config"]
+__all__ = ["CaptionHeldoutClips", "caption_clip_item", "load_caption_heldout", "val_loader_from_config"]
 
 
 class CaptionHeldoutClips(Dataset):
@@ -42,7 +42,8 @@ class CaptionHeldoutClips(Dataset):
         return self.items[index]
 
 
-def _clip_item(raw: dict[str, Any], num_frames: int, stride: int, size, caption_key: str) -> dict[str, Any]:
+def caption_clip_item(raw: dict[str, Any], num_frames: int, stride: int, size, caption_key: str) -> dict[str, Any]:
+    """One evaluation clip from a raw webdataset sample ("__key__", "mp4", "json" bytes)."""
     key = raw["__key__"]
     for entry in ("mp4", "json"):
         if entry not in raw:
@@ -83,7 +84,7 @@ def load_caption_heldout(
         if len(items) >= num_videos:
             break
         try:
-            items.append(_clip_item(raw, num_frames, stride, size, caption_key))
+            items.append(caption_clip_item(raw, num_frames, stride, size, caption_key))
         except Exception as exc:
             raise SampleError(
                 f"cannot use held-out sample {raw.get('__key__')} from {raw.get('__url__')}: {exc}. Lower "

@@ -15,14 +15,16 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from src.data.caption_heldout import load_caption_heldout
-from src.eval.generators import ClipTestSet, load_trained_module, to_uint8_clip
+from src.data.caption_heldout import caption_clip_item
+from src.data.sample_stream import SampleError
+from src.eval.generators import ShardTestSet, load_trained_module, to_uint8_clip
 
 __all__ = ["DynamiCrafterGenerator", "DynamiCrafterTestSet"]
 
 
-class DynamiCrafterTestSet(ClipTestSet):
-    """Held-out caption-video shards as fixed clips: "image" (first frame), "caption", "fps", "real"."""
+class DynamiCrafterTestSet(ShardTestSet):
+    """Held-out caption-video shards as fixed clips: "image" (first frame), "caption", "fps", "real". A clip
+    is read and decoded (its frames only) when the runner asks for it, so no job holds the whole set."""
 
     def __init__(
         self,
@@ -30,15 +32,25 @@ class DynamiCrafterTestSet(ClipTestSet):
         num_frames: int,
         stride: int,
         size: Sequence[int],
-        num_videos: int,
         caption_key: str = "caption",
     ) -> None:
-        if not shards:
-            raise ValueError("eval.test_set.shards is not set: point it at held-out caption-video shards")
-        self.clips = load_caption_heldout(shards, num_videos, num_frames, stride, tuple(size), caption_key)
+        if num_frames < 1 or stride < 1:
+            raise ValueError(f"eval.test_set needs num_frames and stride >= 1, got {num_frames}, {stride}")
+        self._open(shards, "caption-video")
+        self.num_frames, self.stride, self.size, self.caption_key = int(num_frames), int(stride), tuple(size), caption_key
+
+    def _clip(self, index: int) -> dict[str, Any]:
+        raw = self.source.sample(self._keys[index])
+        try:
+            return caption_clip_item(raw, self.num_frames, self.stride, self.size, self.caption_key)
+        except Exception as exc:
+            raise SampleError(
+                f"cannot use held-out sample {raw['__key__']} from {raw['__url__']}: {exc}. Lower eval.clip "
+                "num_frames or stride, or fix the held-out shards."
+            ) from exc
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.clips[index]
+        item = self._clip(index)
         video = item["video"]  # c t h w in [-1, 1]
         return {
             "key": item["key"],

@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -98,29 +98,42 @@ class FolderSource:
 
 
 class ShardSource:
-    """The `mp4` entries of webdataset shards, read by sample key (tar headers indexed once, data on demand)."""
+    """The entries of webdataset shards, read by sample key: tar headers are indexed once and the data of
+    one sample is read on demand, so a job holds no video it does not score. `read(key)` is the `entry`
+    (mp4) of a sample; `sample(key)` all its entries, as webdataset names them ("mp4", "pose.mp4", "json")."""
 
     def __init__(self, spec: str | Sequence[str], entry: str = "mp4") -> None:
         self.spec, self.entry = spec, entry
-        self._index: dict[str, tuple[str, int, int]] = {}
+        self._index: dict[str, dict[str, tuple[str, int, int]]] = {}
         for shard in list_shards(spec):
             with tarfile.open(shard) as archive:
                 for member in archive:
                     name = member.name.rsplit("/", 1)[-1]
                     key, _, ext = name.partition(".")
-                    if member.isfile() and ext == entry:
-                        self._index[key] = (shard, member.offset_data, member.size)
+                    if member.isfile() and ext:
+                        self._index.setdefault(key, {})[ext] = (shard, member.offset_data, member.size)
+        self._index = {k: v for k, v in self._index.items() if entry in v}
         if not self._index:
             raise FileNotFoundError(f"shards {spec!r} hold no '.{entry}' entries; set eval.real_shards correctly")
 
     def keys(self) -> list[str]:
         return sorted(self._index)
 
-    def read(self, key: str) -> bytes:
-        shard, offset, size = self._index[key]
+    def _read(self, where: tuple[str, int, int]) -> bytes:
+        shard, offset, size = where
         with open(shard, "rb") as handle:
             handle.seek(offset)
             return handle.read(size)
+
+    def read(self, key: str) -> bytes:
+        return self._read(self._index[key][self.entry])
+
+    def sample(self, key: str) -> dict[str, Any]:
+        """Every entry of sample `key` as bytes, plus "__key__" and "__url__" (its shard), as webdataset gives it."""
+        entries = self._index[key]
+        out: dict[str, Any] = {ext: self._read(where) for ext, where in entries.items()}
+        out["__key__"], out["__url__"] = key, entries[self.entry][0]
+        return out
 
     def describe(self) -> str:
         return f"shards {self.spec}"
