@@ -159,3 +159,19 @@ def test_a_shard_job_never_decodes_another_shards_videos(tmp_path):
     shutil.rmtree(tmp_path / "run" / "generated")
     with pytest.raises(Exception, match="held"):
         run_evaluation(compose_eval([*overrides[:-2], "eval.shard_index=1", "eval.device=cpu"]), tmp_path / "run")
+
+
+def test_published_rows_say_where_they_were_checked_or_why_not():
+    from src.eval.published import PUBLISHED
+
+    for protocol, rows in PUBLISHED.items():
+        for row in rows:
+            where = f"{protocol}/{row['method']}"
+            assert "table" in row["source"].lower() or "issue" in row["source"], where
+            if row["verified"]:
+                assert "Section" in row["source"] or "page" in row["source"] or "issue #" in row["source"], where
+                assert "unverified_because" not in row, where
+            else:
+                assert len(row.get("unverified_because", "")) > 40, where
+    tiktok = {row["method"]: row["values"] for row in PUBLISHED["animate_anyone_tiktok"]}
+    assert tiktok["Animate Anyone 2*"] == {"ssim": 0.812, "psnr": 30.82, "lpips": 0.223, "fvd": 144.65}
