@@ -78,9 +78,14 @@ def _scoring_signature(e: DictConfig) -> dict:
 
 
 def _settings(e: DictConfig) -> ScoringSettings:
+    """Scoring settings from eval.*. In model mode `real/<name>.mp4` already holds the cut clip (eval.clip's
+    frames, written by generate_missing), so it is scored from its first frame at stride 1."""
     resolution = tuple(int(v) for v in e.resolution) if e.resolution is not None else None
+    real_clip = ClipSpec(**OmegaConf.to_container(e.clip, resolve=True))
+    if e.mode == "model":
+        real_clip = ClipSpec(num_frames=real_clip.num_frames, stride=1, start=0)
     return ScoringSettings(
-        real_clip=ClipSpec(**OmegaConf.to_container(e.clip, resolve=True)),
+        real_clip=real_clip,
         generated_clip=ClipSpec(**OmegaConf.to_container(e.generated_clip, resolve=True)),
         resolution=resolution,
         resize=e.resize,

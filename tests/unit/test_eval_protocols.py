@@ -175,3 +175,36 @@ def test_published_rows_say_where_they_were_checked_or_why_not():
                 assert len(row.get("unverified_because", "")) > 40, where
     tiktok = {row["method"]: row["values"] for row in PUBLISHED["animate_anyone_tiktok"]}
     assert tiktok["Animate Anyone 2*"] == {"ssim": 0.812, "psnr": 30.82, "lpips": 0.223, "fvd": 144.65}
+
+
+def test_model_mode_scores_the_stored_clip_at_the_protocols_stride(tmp_path):
+    """DynamiCrafter's clips are taken at frame stride 3 (here 2): real/<name>.mp4 holds that clip already, so
+    it is scored from its first frame, not cut at the stride a second time (which left nothing to score)."""
+    rng = np.random.default_rng(0)
+    sources = {}
+    with ShardSetWriter(tmp_path / "shards", maxcount=1) as writer:
+        for i in range(2):
+            video = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+            sources[f"clip{i}"] = video
+            writer.write({"__key__": f"clip{i}", "mp4": encode_mp4(video, 8, pix_fmt="yuv444p", crf=0),
+                          "json": {"videoid": f"clip{i}", "caption": "a shape moves", "fps": 8, "num_frames": 16,
+                                   "height": 32, "width": 32, "source": "test"}})
+    overrides = ["eval=dynamicrafter_ucf101", "eval.mode=model", "model=dynamicrafter_tiny", "logger=none",
+                 f"eval.checkpoint={tmp_path / 'net.safetensors'}", f"eval.test_set.shards={tmp_path / 'shards'}",
+                 "eval.resolution=[32,32]", "eval.clip.num_frames=8", "eval.clip.stride=2",
+                 "eval.generated_clip.num_frames=8", "+eval.generator.sampling={num_steps: 1}", "eval.metrics.fvd=null",
+                 "eval.metrics.kvd=null", "eval.metrics.pic=null",
+                 "+eval.metrics.psnr={_target_: src.eval.pixel_metrics.VideoPSNR, protocol: standard}",
+                 "eval.progress=false", "eval.device=cpu"]
+    cfg = compose_eval(overrides)
+    save_net_weights(instantiate(cfg.model, stage="finetune", init_weights=None).net, tmp_path / "net.safetensors")
+    results = run_evaluation(cfg, tmp_path / "run")
+    assert results["counts"]["paired"] == 2 and results["counts"]["skipped"]["real"] == 0
+    values = []
+    for key, video in sources.items():
+        real = decode_mp4((tmp_path / "run" / "real" / f"{key}.mp4").read_bytes())
+        assert real.shape[0] == 8 and np.abs(real.astype(int) - video[::2][:8]).mean() < 3  # frames 0, 2, ..., 14
+        gen = decode_mp4((tmp_path / "run" / "generated" / f"{key}.mp4").read_bytes()).astype(np.float64) / 255
+        mse = ((gen - real.astype(np.float64) / 255) ** 2).mean(axis=(1, 2, 3))
+        values.extend(10 * np.log10(1 / mse))
+    assert results["metrics"]["psnr"] == pytest.approx(float(np.mean(values)), rel=1e-6)
