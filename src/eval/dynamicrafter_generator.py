@@ -18,13 +18,16 @@ from torch import Tensor
 from src.data.caption_heldout import caption_clip_item
 from src.data.sample_stream import SampleError
 from src.eval.generators import ShardTestSet, load_trained_module, to_uint8_clip
+from src.eval.video_sources import ClipSpec
 
 __all__ = ["DynamiCrafterGenerator", "DynamiCrafterTestSet"]
 
 
 class DynamiCrafterTestSet(ShardTestSet):
     """Held-out caption-video shards as fixed clips: "image" (first frame), "caption", "fps", "real". A clip
-    is read and decoded (its frames only) when the runner asks for it, so no job holds the whole set."""
+    is read and decoded (its frames only) when the runner asks for it, so no job holds the whole set. The
+    clip starts at `start`, or, for "random", at a frame drawn from `seed` and the video's name (the same
+    draw as folder mode's real clips, src.eval.video_sources.ClipSpec)."""
 
     def __init__(
         self,
@@ -33,16 +36,19 @@ class DynamiCrafterTestSet(ShardTestSet):
         stride: int,
         size: Sequence[int],
         caption_key: str = "caption",
+        start: int | str = 0,
+        seed: int = 0,
     ) -> None:
-        if num_frames < 1 or stride < 1:
-            raise ValueError(f"eval.test_set needs num_frames and stride >= 1, got {num_frames}, {stride}")
+        self.clip = ClipSpec(int(num_frames), int(stride), start, int(seed))  # validates; start may be "random"
         self._open(shards, "caption-video")
-        self.num_frames, self.stride, self.size, self.caption_key = int(num_frames), int(stride), tuple(size), caption_key
+        self.size, self.caption_key = tuple(size), caption_key
 
     def _clip(self, index: int) -> dict[str, Any]:
         raw = self.source.sample(self._keys[index])
+        key = raw["__key__"]
         try:
-            return caption_clip_item(raw, self.num_frames, self.stride, self.size, self.caption_key)
+            return caption_clip_item(raw, self.clip.num_frames, self.clip.stride, self.size, self.caption_key,
+                                     start_of=lambda total: self.clip.first_index(total, key))
         except Exception as exc:
             raise SampleError(
                 f"cannot use held-out sample {raw['__key__']} from {raw['__url__']}: {exc}. Lower eval.clip "

@@ -124,6 +124,11 @@ class AnimateAnyoneTestSet(ShardTestSet):
         reference_index: int = 0,
         start_frame: int = 0,
     ) -> None:
+        if not isinstance(start_frame, int) or reference_index is None:
+            raise ValueError(
+                f"Animate Anyone test clips need a fixed start and reference frame (eval.clip.start={start_frame!r}, "
+                f"eval.reference.frame={reference_index!r}): the reference image must be a known frame of each video"
+            )
         self._open(shards, "pose-video")
         self.size, self.reference_index = tuple(size), int(reference_index)
         self.frame_indices = [int(start_frame) + i * int(stride) for i in range(int(num_frames))]

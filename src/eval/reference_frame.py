@@ -31,7 +31,9 @@ class ReferenceFrame:
 
     def position(self, clip: ClipSpec) -> int | None:
         """Where the reference frame sits in the scored clip (None: the clip does not contain it)."""
-        if self.frame is None or self.frame < clip.start or (self.frame - clip.start) % clip.stride:
+        if self.frame is None or not isinstance(clip.start, int):
+            return None
+        if self.frame < clip.start or (self.frame - clip.start) % clip.stride:
             return None
         position = (self.frame - clip.start) // clip.stride
         if clip.num_frames is not None and position >= clip.num_frames:

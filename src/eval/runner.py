@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from src.eval.video_sources import (
     FolderSource,
     build_source,
     encode_frames_for_storage,
+    key_seed,
     read_prompts,
 )
 
@@ -59,11 +59,6 @@ def shard_slice(items: Sequence[Any], index: int, count: int) -> list[Any]:
         raise ValueError(f"eval.shard_index={index} must be in [0, num_shards={count})")
     n = len(items)
     return list(items[n * index // count : n * (index + 1) // count])
-
-
-def key_seed(base: int, key: str) -> int:
-    """A per-video seed from the name, independent of batch position, shard and resume."""
-    return (int(base) + zlib.crc32(key.encode())) % (2**31 - 1)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

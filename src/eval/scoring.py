@@ -66,7 +66,7 @@ def _skip(counts: dict, side: str, key: str, reason: str) -> None:
 
 
 def _load(source: VideoSource, key: str, clip: ClipSpec, settings: ScoringSettings) -> Tensor:
-    frames = read_clip(source.read(key), clip)
+    frames = read_clip(source.read(key), clip, key)
     return resize_clip(frames, settings.resolution, settings.resize)
 
 

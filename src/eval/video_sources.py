@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,31 +34,54 @@ class BadVideoError(ValueError):
     """A video that cannot be used (unreadable, too short); counted in metrics.json, never silently dropped."""
 
 
+def key_seed(base: int, key: str) -> int:
+    """A per-video seed from the name, independent of batch position, shard and resume."""
+    return (int(base) + zlib.crc32(key.encode())) % (2**31 - 1)
+
+
 @dataclass(frozen=True)
 class ClipSpec:
-    """Which frames of a video form the evaluated clip: `start + i * stride` for i < num_frames."""
+    """Which frames of a video form the evaluated clip: `start + i * stride` for i < num_frames. `start` may
+    be "random": a start drawn per video from (`seed`, its name) among those where the clip fits, as
+    DynamiCrafter's zero-shot protocol samples a 16-frame clip anywhere in each test video."""
 
     num_frames: int | None = 16
     stride: int = 1
-    start: int = 0
+    start: int | str = 0
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.stride < 1 or self.start < 0 or (self.num_frames is not None and self.num_frames < 1):
+        bad_start = self.start != "random" and not (isinstance(self.start, int) and self.start >= 0)
+        if self.stride < 1 or bad_start or (self.num_frames is not None and self.num_frames < 1):
             raise ValueError(
-                f"clip needs num_frames >= 1 (or null), stride >= 1 and start >= 0, got {self}; fix eval.clip"
+                f"clip needs num_frames >= 1 (or null), stride >= 1 and start >= 0 or 'random', got {self}; fix eval.clip"
             )
+        if self.start == "random" and self.num_frames is None:
+            raise ValueError("eval.clip.start=random needs a clip length: set eval.clip.num_frames")
 
-    def indices(self, total: int) -> list[int]:
+    def first_index(self, total: int, key: str = "") -> int:
+        """The clip's first frame in a video of `total` frames (drawn from the seed and `key` when random)."""
+        if self.start != "random":
+            return int(self.start)
+        span = (self.num_frames - 1) * self.stride + 1
+        if total < span:
+            raise BadVideoError(
+                f"video has {total} frames; the clip ({self.num_frames} frames at stride {self.stride}) needs {span}"
+            )
+        return int(np.random.default_rng(key_seed(self.seed, key)).integers(0, total - span + 1))
+
+    def indices(self, total: int, key: str = "") -> list[int]:
         """Frame indices for a video of `total` frames; BadVideoError when the video is too short."""
+        start = self.first_index(total, key)
         if self.num_frames is None:
-            idx = list(range(self.start, total, self.stride))
+            idx = list(range(start, total, self.stride))
         else:
-            idx = [self.start + i * self.stride for i in range(self.num_frames)]
+            idx = [start + i * self.stride for i in range(self.num_frames)]
         if not idx or idx[-1] >= total:
-            need = (idx[-1] + 1) if idx else self.start + 1
+            need = (idx[-1] + 1) if idx else start + 1
             raise BadVideoError(
                 f"video has {total} frames; the clip ({self.num_frames} frames at stride {self.stride} from "
-                f"{self.start}) needs {need}"
+                f"{start}) needs {need}"
             )
         return idx
 
@@ -150,11 +174,11 @@ def build_source(folder: str | None, shards: str | Sequence[str] | None, what: s
     return None
 
 
-def read_clip(data: bytes, clip: ClipSpec) -> Tensor:
-    """mp4 bytes -> `(T, 3, H, W)` uint8 clip; BadVideoError for unreadable or too-short videos."""
+def read_clip(data: bytes, clip: ClipSpec, key: str = "") -> Tensor:
+    """mp4 bytes of video `key` -> `(T, 3, H, W)` uint8 clip; BadVideoError for unreadable or too-short videos."""
     try:
         total = probe_mp4(data).num_frames
-        frames = decode_mp4(data, clip.indices(total))
+        frames = decode_mp4(data, clip.indices(total, key))
     except (VideoDecodeError, IndexError, OSError) as error:
         raise BadVideoError(str(error)) from error
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()

@@ -16,6 +16,7 @@ from src.data.shards import ShardSetWriter
 from src.data.video_io import decode_mp4, encode_mp4, write_mp4
 from src.eval.runner import run_evaluation, shard_slice
 from src.eval.subset import SubsetRule, select_keys
+from src.eval.video_sources import ClipSpec, read_clip
 from src.trainers.weights_io import save_net_weights
 from tests.unit.evaluate_helpers import compose_eval, one_thread, write_videos
 
@@ -178,8 +179,9 @@ def test_published_rows_say_where_they_were_checked_or_why_not():
 
 
 def test_model_mode_scores_the_stored_clip_at_the_protocols_stride(tmp_path):
-    """DynamiCrafter's clips are taken at frame stride 3 (here 2): real/<name>.mp4 holds that clip already, so
-    it is scored from its first frame, not cut at the stride a second time (which left nothing to score)."""
+    """DynamiCrafter's clips are taken at frame stride 3 (here 2) from a random start: real/<name>.mp4 holds
+    that clip already, so it is scored from its first frame, not cut at the stride a second time (which left
+    nothing to score)."""
     rng = np.random.default_rng(0)
     sources = {}
     with ShardSetWriter(tmp_path / "shards", maxcount=1) as writer:
@@ -203,8 +205,25 @@ def test_model_mode_scores_the_stored_clip_at_the_protocols_stride(tmp_path):
     values = []
     for key, video in sources.items():
         real = decode_mp4((tmp_path / "run" / "real" / f"{key}.mp4").read_bytes())
-        assert real.shape[0] == 8 and np.abs(real.astype(int) - video[::2][:8]).mean() < 3  # frames 0, 2, ..., 14
+        start = ClipSpec(8, 2, "random", 0).first_index(16, key)  # the protocol's random start: 0 or 1 here
+        assert real.shape[0] == 8 and np.abs(real.astype(int) - video[start::2][:8]).mean() < 3
         gen = decode_mp4((tmp_path / "run" / "generated" / f"{key}.mp4").read_bytes()).astype(np.float64) / 255
         mse = ((gen - real.astype(np.float64) / 255) ** 2).mean(axis=(1, 2, 3))
         values.extend(10 * np.log10(1 / mse))
     assert results["metrics"]["psnr"] == pytest.approx(float(np.mean(values)), rel=1e-6)
+
+
+def test_random_clip_start_is_drawn_per_video_from_seed_and_name(tmp_path):
+    """DynamiCrafter's author samples each real clip anywhere in its video (issue #6); the start depends only
+    on (seed, name), so shards, resumes and model/folder mode agree."""
+    clip = ClipSpec(num_frames=4, stride=3, start="random", seed=0)
+    starts = {f"v{i}": clip.first_index(40, f"v{i}") for i in range(40)}
+    assert all(0 <= s <= 40 - 10 for s in starts.values()) and len(set(starts.values())) > 10
+    assert starts == {k: clip.first_index(40, k) for k in reversed(list(starts))}
+    assert ClipSpec(4, 3, "random", 1).first_index(40, "v0") != starts["v0"] or \
+        ClipSpec(4, 3, "random", 2).first_index(40, "v0") != starts["v0"]
+    video = np.repeat(np.arange(40, dtype=np.uint8)[:, None, None, None] * 6, 16, 1).repeat(16, 2).repeat(3, 3)
+    write_mp4(tmp_path / "v3.mp4", video, fps=8, pix_fmt="yuv444p", crf=0)
+    frames = read_clip((tmp_path / "v3.mp4").read_bytes(), clip, "v3")
+    expected = [starts["v3"] + 3 * i for i in range(4)]
+    assert np.abs(frames[:, 0, 8, 8].numpy().astype(int) - np.array(expected) * 6).max() <= 2
