@@ -30,7 +30,8 @@ class ReferenceFrame:
     scored: bool = True
 
     def position(self, clip: ClipSpec) -> int | None:
-        """Where the reference frame sits in the scored clip (None: the clip does not contain it)."""
+        """Where the reference frame sits in the scored clip (None: the clip does not contain it, or starts
+        at a random frame, which Animate Anyone's protocols do not)."""
         if self.frame is None or not isinstance(clip.start, int):
             return None
         if self.frame < clip.start or (self.frame - clip.start) % clip.stride:
