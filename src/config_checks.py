@@ -235,7 +235,8 @@ SAMPLE_RULES = [
 _CLIP = [
     (".num_frames", nullable(positive_int), "null (to the end) or an integer >= 1", "16"),
     (".stride", positive_int, "a positive integer", "1"),
-    (".start", nonneg_int, "an integer >= 0", "0"),
+    (".start", lambda v: nonneg_int(v) or v == "random", "an integer >= 0 or random", "0"),
+    (".seed", is_int, "an integer", "0"),
 ]
 EVAL_RULES = [
     Rule("eval.mode", one_of("folder", "model"), "folder or model", "folder"),
@@ -254,6 +255,10 @@ EVAL_RULES = [
     Rule("eval.progress", boolean, "true or false", "true"),
     *[Rule(f"eval.{clip}{suffix}", check, expected, example)
       for clip in ("clip", "generated_clip") for suffix, check, expected, example in _CLIP],
+    Rule("eval.subset.rule", one_of("random", "first", "keys_file"), "random, first or keys_file", "random"),
+    Rule("eval.subset.seed", is_int, "an integer", "0"),
+    Rule("eval.reference.frame", nullable(nonneg_int), "null or a frame index >= 0", "0"),
+    Rule("eval.reference.scored", boolean, "true or false", "true"),
     Rule("logger.wandb.mode", one_of(*WANDB_MODES), f"one of {WANDB_MODES}", "offline"),
 ]
 
@@ -348,6 +353,12 @@ def eval_cross_rules(cfg: DictConfig) -> list[Problem]:
     shards, index = _get(cfg, "eval.num_shards"), _get(cfg, "eval.shard_index")
     if positive_int(shards) and nonneg_int(index) and index >= shards:
         problems.append(Problem("eval.shard_index", index, f"an index below eval.num_shards={shards}", "0"))
+    for clip in ("eval.clip", "eval.generated_clip"):
+        if _get(cfg, f"{clip}.start") == "random" and _get(cfg, f"{clip}.num_frames") is None:
+            problems.append(Problem(f"{clip}.num_frames", None, f"a clip length when {clip}.start=random", "16"))
+    if _get(cfg, "eval.subset.rule") == "keys_file" and not _get(cfg, "eval.subset.keys_file"):
+        problems.append(Problem("eval.subset.keys_file", None, "a JSON list or an earlier metrics.json when "
+                                "eval.subset.rule=keys_file", "/runs/ev1/metrics.json"))
     mode, merge = _get(cfg, "eval.mode"), _get(cfg, "eval.merge")
     if mode == "folder" and merge is False and not _get(cfg, "eval.generated_dir"):
         problems.append(Problem("eval.generated_dir", None, "the folder of generated mp4s in folder mode",

@@ -68,6 +68,9 @@ BAD = [
     (EVAL, "eval.batch_size=many", "eval.batch_size"),
     (EVAL, "eval.generated_dir=null", "eval.generated_dir"),
     (EVAL, "logger.wandb.mode=on", "logger.wandb.mode"),
+    (EVAL, "eval.clip.start=middle", "eval.clip.start"),
+    (EVAL, "eval.clip.num_frames=null", "eval.clip.num_frames"),  # start=random in this protocol needs a length
+    (EVAL, "eval.subset.rule=best", "eval.subset.rule"),
     (EVAL_MODEL, "model.sampling.num_steps=0", "model.sampling.num_steps"),
 ]
 
