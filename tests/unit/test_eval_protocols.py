@@ -17,7 +17,7 @@ from src.data.video_io import decode_mp4, encode_mp4, write_mp4
 from src.eval.runner import run_evaluation, shard_slice
 from src.eval.subset import SubsetRule, select_keys
 from src.eval.video_sources import ClipSpec, read_clip
-from src.trainers.weights_io import save_net_weights
+from src.models.weights_io import save_net_weights
 from tests.unit.evaluate_helpers import compose_eval, one_thread, write_videos
 
 pytestmark = pytest.mark.usefixtures("one_thread")
