@@ -101,9 +101,10 @@ class _VideoFeatureMetric(MergeableMetric):
         """Float frames rounded to uint8 the flavour's way (floor or round); uint8 input passes unchanged."""
         if self.flavour.quantise == "none" or videos.dtype == torch.uint8:
             return videos
-        unit = video_to_unit_float(videos)
-        scaled = unit * 255 + (0.5 if self.flavour.quantise == "round" else 0.0)
-        return scaled.clamp(0, 255).to(torch.uint8)
+        unit = video_to_unit_float(videos)  # float32, as both codebases compute it
+        if self.flavour.quantise == "round":  # StyleGAN-V's expression for its [-1, 1] generator output
+            return ((unit * 2 - 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+        return (unit * 255).to(torch.uint8)  # VideoGPT: (videos * 255).numpy().astype(np.uint8)
 
     def extract_features(self, videos: Tensor) -> Tensor:
         """Validate, select the clip and return `(B, D)` float64 features."""

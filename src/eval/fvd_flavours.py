@@ -17,8 +17,8 @@ from typing import Any, Literal
 # short_side_center_crop: short side to 224 (PyTorch bilinear, long side ceil'ed), then a centre crop;
 # torchscript_internal: uint8 frames go to StyleGAN-V's TorchScript, which resizes and rescales itself.
 ResizeRule = Literal["squash_tf1_bilinear", "short_side_center_crop", "torchscript_internal"]
-# Float frames in [0, 1] before the network: kept as they are, floored to uint8 (x*255 cast), or rounded
-# (x*255 + 0.5 cast, StyleGAN-V's `(img * 127.5 + 128).clamp(0, 255).to(uint8)` for [-1, 1] images).
+# Float frames in [0, 1] before the network: kept as they are, floored to uint8 (VideoGPT: x*255 cast), or
+# rounded (StyleGAN-V: `(img * 127.5 + 128).clamp(0, 255).to(uint8)` on img = 2x - 1, in float32).
 Quantise = Literal["none", "floor", "round"]
 
 
