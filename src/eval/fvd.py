@@ -183,8 +183,9 @@ class KernelVideoDistance(_VideoFeatureMetric):
     """KVD: unbiased polynomial-kernel MMD² of extractor features (KID on I3D features).
 
     Kernel (xᵀy/D + 1)³. The estimator and scale are the flavour's: KID's 100 subsets of up to 1000 videos
-    reported x1000 (stylegan_v), or one estimate on the full sets (TATS; tf_hub, videogpt). `subsets` /
-    `subset_size` override the flavour's (None = full sets). compute() returns (mean, std) over subsets.
+    reported x1000 (stylegan_v), TF-GAN's contiguous blocks of up to 1024 (tf_hub), or one estimate on the
+    full sets (TATS; videogpt). `subsets` / `subset_size` override the flavour's (None = full sets or the
+    flavour's blocks). compute() returns (mean, std) over subsets or blocks.
     """
 
     def __init__(
@@ -206,6 +207,7 @@ class KernelVideoDistance(_VideoFeatureMetric):
         super().__init__(extractor, weights_path, weights_config_key, num_frames, feature_dim, flavour, **kwargs)
         self.subsets = self.flavour.kvd_subsets if subsets == "flavour" else subsets
         self.subset_size = self.flavour.kvd_subset_size if subset_size == "flavour" else int(subset_size)
+        self.block_size = self.flavour.kvd_block_size if self.subsets is None else None
         self.scale = self.flavour.kvd_scale
         self.degree, self.gamma, self.coef, self.seed = degree, gamma, coef, seed
         self.add_mergeable_state("real_features", [], "cat")
@@ -233,6 +235,7 @@ class KernelVideoDistance(_VideoFeatureMetric):
             subsets=self.subsets,
             subset_size=self.subset_size,
             seed=self.seed,
+            block_size=self.block_size,
         )
         values = values * self.scale
         std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
@@ -243,6 +246,7 @@ class KernelVideoDistance(_VideoFeatureMetric):
             **super().settings_record(),
             "subsets": self.subsets,
             "subset_size": self.subset_size if self.subsets is not None else None,
+            "block_size": self.block_size,
             "scale": self.scale,
             "seed": self.seed,
         }

@@ -33,8 +33,9 @@ class FVDFlavour:
     resize: ResizeRule
     quantise: Quantise
     covariance: Literal["unbiased", "biased"]
-    kvd_subsets: int | None  # None: one estimate on the full sets
+    kvd_subsets: int | None  # None: one estimate on the full sets, or TF-GAN's blocks if kvd_block_size is set
     kvd_subset_size: int
+    kvd_block_size: int | None  # TF-GAN's max_block_size: contiguous blocks, one estimate each
     kvd_scale: float  # reported KVD = scale * MMD²
 
     def record(self) -> dict[str, Any]:
@@ -47,7 +48,8 @@ FLAVOURS: dict[str, FVDFlavour] = {
         name="tf_hub",
         reference=(
             "google-research/google-research frechet_video_distance (TF-Hub deepmind/i3d-kinetics-400/1 graph, "
-            "TF-GAN frechet_classifier_distance); KVD as KID on the full sets (the script defines none)"
+            "TF-GAN frechet_classifier_distance); KVD as TF-GAN's kernel_classifier_distance (blocks of up to "
+            "1024; the script itself defines no KVD)"
         ),
         network="any",
         bn_eps=1e-3,
@@ -56,6 +58,7 @@ FLAVOURS: dict[str, FVDFlavour] = {
         covariance="unbiased",
         kvd_subsets=None,
         kvd_subset_size=1000,
+        kvd_block_size=1024,
         kvd_scale=1.0,
     ),
     "stylegan_v": FVDFlavour(
@@ -72,6 +75,7 @@ FLAVOURS: dict[str, FVDFlavour] = {
         covariance="biased",
         kvd_subsets=100,
         kvd_subset_size=1000,
+        kvd_block_size=None,
         kvd_scale=1000.0,
     ),
     "videogpt": FVDFlavour(
@@ -88,6 +92,7 @@ FLAVOURS: dict[str, FVDFlavour] = {
         covariance="unbiased",
         kvd_subsets=None,
         kvd_subset_size=1000,
+        kvd_block_size=None,
         kvd_scale=1.0,
     ),
 }

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from src.eval.distances import polynomial_mmd_per_subset
 from src.eval.fvd import FrechetVideoDistance, KernelVideoDistance
 from src.eval.fvd_flavours import FLAVOURS, get_flavour
 from src.eval.i3d import load_i3d_extractor
@@ -108,7 +109,7 @@ def test_fvd_formula_equals_the_reference_codebase(flavour, expected, rel):
 @pytest.mark.parametrize(
     "flavour,expected,rel",
     [
-        ("tf_hub", FORMULAS["tf_hub"]["kvd"], 1e-9),  # TF-GAN kernel_classifier_distance (one block, N <= 1024)
+        ("tf_hub", FORMULAS["tf_hub"]["kvd"], 1e-9),  # TF-GAN kernel_classifier_distance (one block at N <= 1024)
         # compute_kid: subsets of min(N, 1000) (here the full sets), x1000; its FeatureStats keeps float32
         ("stylegan_v", FORMULAS["stylegan_v"]["kvd_x1000"], 1e-6),
         ("videogpt", FORMULAS["tf_hub"]["kvd"], 1e-9),  # TATS' full-set estimator = TF-GAN's single block
@@ -117,6 +118,16 @@ def test_fvd_formula_equals_the_reference_codebase(flavour, expected, rel):
 def test_kvd_estimator_and_scale_equal_the_reference_codebase(flavour, expected, rel):
     mean, _ = _score(KernelVideoDistance, flavour, 100)  # the references ran KVD on 100 vs 100
     assert float(mean) == pytest.approx(expected, rel=rel)
+
+
+def test_tf_hub_kvd_splits_large_sets_into_tfgan_blocks():
+    real, fake = shared_random_features(10, 500)[:100], shared_random_features(11, 500, shift=0.3)[:90]
+    blocks = polynomial_mmd_per_subset(real, fake, block_size=32)  # 4 blocks: 25 real, 22 or 23 generated rows
+    assert blocks.shape == (4,)
+    # TF-GAN kernel_classifier_distance_and_std_from_activations(real, fake, max_block_size=32)
+    assert float(blocks.mean()) == pytest.approx(FORMULAS["tf_hub"]["kvd_blocks32_100v90"], rel=1e-9)
+    assert float(polynomial_mmd_per_subset(real, fake).mean()) != pytest.approx(float(blocks.mean()), rel=1e-3)
+    assert get_flavour("tf_hub").kvd_block_size == 1024  # so 2048 vs 2048 videos are two blocks, as TF-GAN
 
 
 class StyleGANVCallCheck(nn.Module):
@@ -165,7 +176,7 @@ def test_flavour_settings_are_recorded_and_part_of_the_merge_signature():
     assert fvd.settings_record()["flavour"]["bn_eps"] == 1e-5
     assert kvd.settings_record() | {"flavour": None} == {
         "flavour": None, "extractor": "FeatureLookup", "num_frames": 1,
-        "subsets": 100, "subset_size": 1000, "scale": 1000.0, "seed": 0,
+        "subsets": 100, "subset_size": 1000, "block_size": None, "scale": 1000.0, "seed": 0,
     }
     other = FrechetVideoDistance(FeatureLookup(table), num_frames=1, flavour="tf_hub")
     assert fvd.partial_signature() != other.partial_signature()
