@@ -6,7 +6,7 @@ used and shorter videos are an error; `num_frames=None` feeds whole videos. The 
 (weights from a local file) or any nn.Module mapping `(B, T, 3, H, W)` float [0, 1] clips to `(B, D)`
 features, as torchmetrics' FID accepts a custom module.
 
-`flavour` (fvd_flavours.py: tf_hub, stylegan_v, videogpt) fixes every convention in which FVD codebases
+`flavour` (fvd_flavours.py: tf_hub, stylegan_v, common_metrics, videogpt) fixes every convention in which FVD codebases
 differ: I3D preprocessing and BatchNorm eps, uint8 quantisation of float frames, the covariance
 normalisation, and KVD's estimator and scale. `settings_record()` is what metrics.json stores.
 """

@@ -78,6 +78,24 @@ FLAVOURS: dict[str, FVDFlavour] = {
         kvd_block_size=None,
         kvd_scale=1000.0,
     ),
+    "common_metrics": FVDFlavour(
+        name="common_metrics",
+        reference=(
+            "JunyaoHu/common_metrics_on_video_quality calculate_fvd(method='styleganv'), its default: "
+            "i3d_torchscript.pt called with rescale=False, resize=False on its own preprocessing (float frames, "
+            "short side to 224 + centre crop, (x - 0.5) * 2); np.cov (N - 1) and scipy sqrtm; no KVD "
+            "(full-set estimate here)"
+        ),
+        network="torchscript",
+        bn_eps=None,
+        resize="short_side_center_crop",
+        quantise="none",
+        covariance="unbiased",
+        kvd_subsets=None,
+        kvd_subset_size=1000,
+        kvd_block_size=None,
+        kvd_scale=1.0,
+    ),
     "videogpt": FVDFlavour(
         name="videogpt",
         reference=(

@@ -8,6 +8,8 @@
 - stylegan_v: FVD and KVD equal StyleGAN-V's compute_fvd / compute_kid on shared feature sets; its
   TorchScript call (uint8 `b c t h w`, rescale=True, resize=True) is checked with a scripted stand-in, since
   i3d_torchscript.pt itself is not obtainable offline.
+- common_metrics: its preprocessing and frechet_distance equal common_metrics_on_video_quality's (styleganv
+  method); its TorchScript call (float [-1, 1], rescale=False, resize=False) is checked with a stand-in.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from src.eval.distances import polynomial_mmd_per_subset
 from src.eval.fvd import FrechetVideoDistance, KernelVideoDistance
 from src.eval.fvd_flavours import FLAVOURS, get_flavour
-from src.eval.i3d import load_i3d_extractor
+from src.eval.i3d import load_i3d_extractor, preprocess_for_i3d
 from tests.unit.evaluate_helpers import one_thread
 from tests.unit.fvd_reference import (
     REFERENCE_DIR,
@@ -100,6 +102,7 @@ def _score(metric_cls, flavour: str, n: int):
         ("tf_hub", FORMULAS["tf_hub"]["fvd"], 1e-8),  # TF-GAN frechet_classifier_distance_from_activations
         ("stylegan_v", FORMULAS["stylegan_v"]["fvd"], 1e-8),  # StyleGAN-V compute_fvd (cov / N, scipy sqrtm)
         ("videogpt", FORMULAS["videogpt"]["fvd_float32"], 1e-5),  # VideoGPT frechet_distance runs in float32
+        ("common_metrics", FORMULAS["common_metrics"]["fvd"], 1e-8),  # np.cov + scipy sqrtm
     ],
 )
 def test_fvd_formula_equals_the_reference_codebase(flavour, expected, rel):
@@ -155,6 +158,33 @@ def test_stylegan_v_hands_rounded_uint8_clips_to_the_torchscript(tmp_path, video
     torch.testing.assert_close(metric.extract_features(videos).float(), expected, rtol=0, atol=0)
     floored = stand_in(torch.floor(videos.double() * 255).to(torch.uint8).transpose(1, 2), True, True, True)
     assert not torch.equal(floored, expected)  # rounding vs flooring is visible in these sums
+
+
+class CommonMetricsCallCheck(nn.Module):
+    """Stand-in for i3d_torchscript.pt that accepts only common_metrics' call: float clips already in [-1, 1],
+    rescale=False, resize=False; returns the per-channel sums of what it was given, padded to 400."""
+
+    def forward(
+        self, x: torch.Tensor, rescale: bool = True, resize: bool = True, return_features: bool = False
+    ) -> torch.Tensor:
+        if not x.is_floating_point() or x.shape[-2:] != (224, 224) or rescale or resize or not return_features:
+            raise RuntimeError("common_metrics calls the detector on [-1, 1] 224x224 clips with rescale/resize=False")
+        sums = x.double().sum(dim=(2, 3, 4)).float()
+        return torch.cat([sums, sums.new_zeros(sums.shape[0], 397)], dim=1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit")
+def test_common_metrics_preprocesses_as_that_repository_and_calls_the_torchscript_raw(tmp_path, videos):
+    path = tmp_path / "i3d_torchscript.pt"
+    torch.jit.save(torch.jit.script(CommonMetricsCallCheck()), str(path))
+    metric = FrechetVideoDistance("i3d", weights_path=path, num_frames=None, flavour="common_metrics")
+    sums = metric.extract_features(videos)[:, :3].numpy()
+    np.testing.assert_allclose(sums, FORMULAS["common_metrics"]["preprocessed_channel_sums"], rtol=1e-5)
+    sample = np.load(REFERENCE_DIR / "i3d_features.npz")["common_metrics_preprocessed_video0_every16th"]
+    ours = preprocess_for_i3d(videos[:1], "short_side_center_crop")[0, :, :, ::16, ::16].numpy()
+    np.testing.assert_allclose(ours, sample, rtol=0, atol=1e-6)
+    squashed = preprocess_for_i3d(videos[:1], "squash_tf1_bilinear")[0, :, :, ::16, ::16].numpy()
+    assert np.abs(squashed - sample).max() > 0.05  # the tf_hub rule would not pass
 
 
 def test_flavours_refuse_the_other_file_format(i3d_file, tmp_path):
