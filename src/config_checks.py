@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.config import stage_config
+from src.eval.fvd_flavours import FLAVOURS
 
 _ABSENT = object()
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
@@ -255,6 +256,7 @@ EVAL_RULES = [
     Rule("eval.progress", boolean, "true or false", "true"),
     *[Rule(f"eval.{clip}{suffix}", check, expected, example)
       for clip in ("clip", "generated_clip") for suffix, check, expected, example in _CLIP],
+    Rule("eval.fvd_flavour", one_of(*FLAVOURS), f"one of {tuple(FLAVOURS)} (src/eval/fvd_flavours.py)", "tf_hub"),
     Rule("eval.subset.rule", one_of("random", "first", "keys_file"), "random, first or keys_file", "random"),
     Rule("eval.subset.seed", is_int, "an integer", "0"),
     Rule("eval.reference.frame", nullable(nonneg_int), "null or a frame index >= 0", "0"),

@@ -71,6 +71,7 @@ BAD = [
     (EVAL, "eval.clip.start=middle", "eval.clip.start"),
     (EVAL, "eval.clip.num_frames=null", "eval.clip.num_frames"),  # start=random in this protocol needs a length
     (EVAL, "eval.subset.rule=best", "eval.subset.rule"),
+    (EVAL, "eval.fvd_flavour=tats", "eval.fvd_flavour"),
     (EVAL_MODEL, "model.sampling.num_steps=0", "model.sampling.num_steps"),
 ]
 
