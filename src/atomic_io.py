@@ -65,12 +65,23 @@ def _describe(err: OSError, path: Path) -> str:
     )
 
 
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete what killed writers of `path` left (`.<name>.tmp-<pid>`): one writer per file, so none is live."""
+    removed = []
+    for stale in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside `path` for a writer that takes a file name (safetensors, torch.save,
     PyAV); on a clean exit it is fsynced and renamed onto `path`, on an error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = temporary_name(path)
     try:
         yield tmp
