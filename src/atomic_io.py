@@ -126,12 +126,36 @@ def write_json(path: str | Path, value: Any, **dump_kwargs: Any) -> Path:
     return write_text(path, json.dumps(value, **dump_kwargs))
 
 
+class _WriteErrorRecorder:
+    """File wrapper keeping the OSError of a failed write: torch.save reports it as a bare RuntimeError."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def torch_save(obj: Any, path: str | Path) -> Path:
     """torch.save streamed into the temporary file (no second in-memory copy), then renamed."""
     import torch
 
     with atomic_open(path, "wb") as handle:
-        torch.save(obj, handle)
+        writer = _WriteErrorRecorder(handle)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError as err:
+            if writer.error is not None:
+                raise writer.error from err
+            raise
     return Path(path)
 
 
