@@ -131,7 +131,7 @@ class NonFiniteGuard(Callback):
             self.check(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.check(trainer, pl_module)
+        self.check(trainer, pl_module, log_metric=False)  # Lightning allows no self.log here
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if self._count is not None:  # stop before a checkpoint holding NaN weights is written

@@ -3,12 +3,14 @@ bad steps (plain SGD), stop names the bad step and the last good checkpoint, and
 
 from __future__ import annotations
 
+import csv
 import math
 
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from src.export import checkpoint_step
 from src.trainers.nonfinite import NonFiniteGuard, NonFiniteLossError
@@ -39,11 +41,12 @@ class Regression(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-def _fit(tmp_path, module, guard, max_steps=8, every_n=1000):
+def _fit(tmp_path, module, guard, max_steps=8, every_n=1000, logger=False):
     trainer = L.Trainer(
         max_steps=max_steps,
         accelerator="cpu",
-        logger=False,
+        logger=logger,
+        log_every_n_steps=1,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(tmp_path),
@@ -62,8 +65,11 @@ def test_skip_zeroes_the_bad_steps_and_counts_them(tmp_path):
     bad = {2: math.nan, 5: math.inf}
     module = Regression(bad)
     guard = NonFiniteGuard(action="skip", check_every_n_steps=3)
-    _fit(tmp_path, module, guard)
+    _fit(tmp_path, module, guard, logger=CSVLogger(tmp_path, name="log"))
     assert guard.bad_steps == 2 and guard.first_bad_step == 2
+    with open(next((tmp_path / "log").rglob("metrics.csv"))) as f:
+        logged = [float(r["train/nonfinite_steps"]) for r in csv.DictReader(f) if r.get("train/nonfinite_steps")]
+    assert sorted(set(logged)) == [1.0, 2.0] and logged[-1] == 2.0  # the count as read at steps 3 and 6
     for step in range(8):
         moved = not torch.equal(module.weights[step + 1], module.weights[step])
         assert moved == (step not in bad), step  # a skipped step leaves the weights exactly as they were
