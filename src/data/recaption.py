@@ -255,7 +255,7 @@ def recaption_shards(
                 f"{counts['with_new_caption']} with new captions"
             )
     manifest = writer.close()
-    (out / UNCAPTIONED_FILE).write_text("".join(f"{videoid}\n" for videoid in uncaptioned))
+    atomic_io.write_text(out / UNCAPTIONED_FILE, "".join(f"{videoid}\n" for videoid in uncaptioned))
     manifest["recaption"] = {
         **counts,
         "uncaptioned_ids_first": uncaptioned[:_SHOWN_IDS],
