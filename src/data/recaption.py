@@ -18,7 +18,6 @@ import argparse
 import csv
 import gzip
 import io
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
