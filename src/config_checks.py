@@ -165,6 +165,10 @@ TRAINER_RULES = [
     Rule("callbacks.ema.enabled", boolean, "true or false", "true"),
     Rule("callbacks.ema.decay", probability, "a number in [0, 1]", "0.9999"),
     Rule("callbacks.ema.final_weights", one_of("raw", "ema"), "raw or ema", "ema"),
+    Rule("callbacks.nonfinite.enabled", boolean, "true or false", "true"),
+    Rule("callbacks.nonfinite.action", one_of("skip", "stop"), "skip or stop", "stop"),
+    Rule("callbacks.nonfinite.check_every_n_steps", positive_int, "a positive integer", "50"),
+    Rule("callbacks.nonfinite.max_skipped", nullable(nonneg_int), "null (no limit) or an integer >= 0", "100"),
 ]
 
 DATA_RULES = [

@@ -44,6 +44,7 @@ BAD = [
     (TRAIN, "data.num_workers=two", "data.num_workers"),
     (TRAIN, "model.cond_drop_prob=0.2", None),  # a sound override: no problem
     (TRAIN, "callbacks.ema.decay=1.2", "callbacks.ema.decay"),
+    (TRAIN, "callbacks.nonfinite.action=ignore", "callbacks.nonfinite.action"),
     (TRAIN_FULL, "stages.spatial.global_batch_size=30", "stages.spatial.global_batch_size"),
     (TRAIN_FULL, "stages.spatial.data.size=[500,500]", "stages.spatial.data.size"),
     (TRAIN_FULL, "model.net.pose_guider.injection=add", "model.net.pose_guider.injection"),
