@@ -21,9 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path.cwd()))
 from src.models.mutual_self_attention import ReferenceAttentionControl  # noqa: E402  (Moore's tree)
-from src.models.pose_guider import PoseGuider  # noqa: E402
 from src.models.unet_2d_condition import UNet2DConditionModel  # noqa: E402
 from src.models.unet_3d import UNet3DConditionModel  # noqa: E402
+
+from src.models.pose_guider import PoseGuider  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 spec = importlib.util.spec_from_file_location("fake", HERE.parents[1] / "unit" / "moore_fake_weights.py")
