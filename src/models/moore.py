@@ -80,7 +80,8 @@ def read_moore_files(folder: str | Path, config_key: str = "model.net.moore_dir"
 
 def _files_dtype(state_dicts: Mapping[str, Mapping[str, torch.Tensor]], source: str) -> torch.dtype:
     dtypes = {
-        name: {v.dtype for v in sd.values() if v.is_floating_point()} for name, sd in state_dicts.items()
+        name: {v.dtype for k, v in sd.items() if v.is_floating_point() and not k.endswith("pos_encoder.pe")}
+        for name, sd in state_dicts.items()
     }
     found = set().union(*dtypes.values())
     if len(found) != 1:
@@ -106,14 +107,17 @@ def _motion_config(motion_module_kwargs: Mapping[str, Any] | None) -> dict[str, 
 def moore_motion_adapter(
     state_dict: Mapping[str, torch.Tensor], motion_module_kwargs: Mapping[str, Any] | None = None, source: str = ""
 ) -> MotionAdapter:
-    """Moore's motion_module.pth state dict -> a pretrained MotionAdapter (original AnimateDiff layout)."""
+    """Moore's motion_module.pth state dict -> a pretrained MotionAdapter (original AnimateDiff layout), in the
+    file's dtype (loading into another dtype would round: a float64 file must stay exact)."""
     kwargs = _motion_config(motion_module_kwargs)
+    dtype = _files_dtype({"motion_module": state_dict}, source or "motion_module.pth")
     adapter = motion_adapter_from_original(
         dict(state_dict),
         source or "motion_module.pth",
         num_attention_heads=int(kwargs["num_attention_heads"]),
         norm_num_groups=_MOTION_NORM_GROUPS,
         max_seq_length=int(kwargs["temporal_position_encoding_max_len"]),
+        dtype=dtype,
     )
     adapter.pretrained_from = source or "motion_module.pth"
     return adapter
@@ -174,7 +178,7 @@ def build_moore_net(
     if with_motion_modules and "motion_module" in state_dicts:
         adapter = moore_motion_adapter(
             state_dicts["motion_module"], motion_module_kwargs, source=f"{source}/motion_module.pth"
-        ).to(dtype)
+        )
         net.enable_temporal(adapter, zero_proj_out="never", norm="per_frame")
     return net
 

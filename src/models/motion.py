@@ -15,6 +15,7 @@ for adapters trained with diffusers' UNetMotionModel.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -226,8 +227,9 @@ def motion_adapter_from_original(
     num_attention_heads: int = 8,
     norm_num_groups: int = 32,
     max_seq_length: int = 32,
+    dtype: torch.dtype = torch.float32,
 ) -> MotionAdapter:
-    """A MotionAdapter strictly loaded from an original-layout (AnimateDiff / Moore) motion state dict.
+    """A MotionAdapter (in `dtype`) strictly loaded from an original-layout (AnimateDiff / Moore) motion state dict.
 
     The stored sinusoidal tables must agree with diffusers' own formula; a dict without them gets diffusers'
     (they are a constant, not learned) with `max_seq_length` frames. Meta tensors give a meta adapter.
@@ -236,7 +238,7 @@ def motion_adapter_from_original(
     config = infer_motion_adapter_config(state_dict, num_attention_heads, norm_num_groups, max_seq_length)
     meta = any(v.is_meta for v in state_dict.values())
     with torch.device("meta" if meta else "cpu"):
-        adapter = MotionAdapter(**config)
+        adapter = MotionAdapter(**config).to(dtype)
     reference = adapter.state_dict()
     for key, value in reference.items():
         if not key.endswith("pos_embed.pe"):
@@ -252,6 +254,21 @@ def motion_adapter_from_original(
                 )
     load_strict(adapter, state_dict, source=source)
     return adapter
+
+
+@contextlib.contextmanager
+def _construction_dtype(dtype: torch.dtype):
+    """from_unet2d builds in the default dtype, copies the weights in, then casts: for a float64 UNet the copy
+    would round every weight to float32, so build in float64 then (lower dtypes round-trip through float32)."""
+    if dtype != torch.float64:
+        yield
+        return
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def to_motion_unet(
@@ -284,7 +301,7 @@ def to_motion_unet(
             "Build the adapter with the UNet's norm_num_groups."
         )
     device = unet2d.device
-    with torch.device("meta" if device.type == "meta" else "cpu"):
+    with torch.device("meta" if device.type == "meta" else "cpu"), _construction_dtype(unet2d.dtype):
         motion = UNetMotionModel.from_unet2d(unet2d, adapter)  # in the 2D UNet's dtype
     motion.to(device=device)
     pretrained = getattr(adapter, "pretrained_from", None) is not None

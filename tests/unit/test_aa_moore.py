@@ -17,6 +17,8 @@ from src.models.motion import PerFrameGroupNorm
 from src.models.weights import WeightLoadError
 from tests.unit.moore_fake_weights import fake_state_dict
 
+# the issue asks for 1e-6; float64 on both sides gives about 1e-15 (a float32 rounding anywhere shows as ~1e-7)
+TOL = 1e-10
 DATA = Path(__file__).resolve().parents[1] / "data" / "moore_reference" / "reference.pt"
 MANIFEST = Path("/work/shared/data/moore_animate_anyone_manifest")
 REPO_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "moore_manifest"
@@ -71,17 +73,17 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_stage1_reproduces_moores_outputs(reference: dict, spatial_net) -> None:
     assert spatial_net.stage == "spatial" and next(spatial_net.parameters()).dtype == torch.float64
-    assert _rel(_run(spatial_net, reference, "stage1"), reference["outputs"]["stage1"]) < 1e-6
+    assert _rel(_run(spatial_net, reference, "stage1"), reference["outputs"]["stage1"]) < TOL
     # Moore's unconditional forward: no reference for the batch, its own CLIP input
     uncond = _run(spatial_net, reference, "stage1", "uncond_clip_embeds", use_reference=False)
-    assert _rel(uncond, reference["outputs"]["stage1_uncond"]) < 1e-6
+    assert _rel(uncond, reference["outputs"]["stage1_uncond"]) < TOL
 
 
 def test_stage2_reproduces_moore_and_diffusers_across_frames_norm_does_not(reference: dict, release: Path) -> None:
     """Per-frame motion-module norm (default) gives Moore's stage 2; diffusers' own norm (the old behaviour) is off."""
     net = load_moore_net(release, reference["unet_config"], reference["pose_guider"], reference["motion_module_kwargs"])
     assert net.stage == "temporal"
-    assert _rel(_run(net, reference, "stage2"), reference["outputs"]["stage2"]) < 1e-6
+    assert _rel(_run(net, reference, "stage2"), reference["outputs"]["stage2"]) < TOL
     norms = [m for m in net.denoising_unet.modules() if isinstance(m, PerFrameGroupNorm)]
     assert len(norms) == 11  # down 2 + 2, mid 1, up 3 + 3
     for name, module in list(net.denoising_unet.named_modules()):
@@ -99,8 +101,8 @@ def test_fp16_bank_matches_moores_default_bank(reference: dict, spatial_net) -> 
         out = _run(spatial_net, reference, "stage1")
     finally:
         spatial_net.bank.dtype = None
-    assert _rel(out, reference["outputs"]["stage1_fp16_bank"]) < 1e-6
-    assert _rel(out, reference["outputs"]["stage1"]) > 1e-8
+    assert _rel(out, reference["outputs"]["stage1_fp16_bank"]) < TOL
+    assert _rel(out, reference["outputs"]["stage1"]) > 1e-6  # float16 rounding moves it by about 1e-4
 
 
 def test_missing_and_unexpected_keys_are_named(reference: dict, tmp_path: Path) -> None:
