@@ -136,3 +136,19 @@ def test_release_manifest_loads_strictly_into_the_real_size_config() -> None:
     assert sum(1 for k in ours if k.startswith("pose_guider.")) == 16
     # the spatial part of the denoising UNet holds exactly denoising_unet.pth's keys
     assert sum(1 for k in ours if k.startswith("denoising_unet.") and "motion_modules" not in k) == 686
+
+
+def test_config_errors_name_the_key_to_fix(tmp_path: Path) -> None:
+    from src.models.animate_anyone_init import build_animate_anyone_net
+    from src.models.weights import MissingWeightFileError
+
+    guider = {"in_channels": 3, "block_channels": [16, 32], "out_channels": 32, "injection": "conv_in"}
+    with pytest.raises(ValueError, match="model.net.init='sd'"):
+        build_animate_anyone_net(None, None, guider, init="sd")
+    with pytest.raises(ValueError, match="injection=conv_in"):
+        build_animate_anyone_net(None, None, {**guider, "injection": "latent"}, init="moore", moore_dir=tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(MissingWeightFileError, match=r"reference_unet\.pth[\s\S]*model\.net\.moore_dir[\s\S]*patrolli"):
+        build_animate_anyone_net(
+            None, None, guider, init="moore", moore_dir=tmp_path, moore_unet_config=tmp_path / "config.json"
+        )
