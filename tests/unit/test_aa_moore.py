@@ -15,13 +15,13 @@ import torch
 from src.models.moore import MOORE_MOTION_MODULE_KWARGS, build_moore_net, load_moore_net
 from src.models.motion import PerFrameGroupNorm
 from src.models.weights import WeightLoadError
+from tests.conftest import shared_data
 from tests.unit.moore_fake_weights import fake_state_dict
 
 # the issue asks for 1e-6; float64 on both sides gives about 1e-15 (a float32 rounding anywhere shows as ~1e-7)
 TOL = 1e-10
 DATA = Path(__file__).resolve().parents[1] / "data" / "moore_reference" / "reference.pt"
-MANIFEST = Path("/work/shared/data/moore_animate_anyone_manifest")
-REPO_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "moore_manifest"
+MANIFEST = shared_data("moore_animate_anyone_manifest")
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +116,14 @@ def test_missing_and_unexpected_keys_are_named(reference: dict, tmp_path: Path) 
 
 
 def _manifest_state(name: str) -> dict[str, torch.Tensor]:
-    keys = json.loads((REPO_MANIFEST / f"{name}.json").read_text())["keys"]
+    keys = json.loads((MANIFEST / f"{name}.json").read_text())["keys"]
     return {k: torch.empty(shape, device="meta") for k, shape in keys.items()}
 
 
 def test_release_manifest_loads_strictly_into_the_real_size_config() -> None:
     """Fake files with exactly the keys and shapes of Moore's release load into the SD1.5-sized net (meta)."""
     states = {name: _manifest_state(name) for name in ("reference_unet", "denoising_unet", "pose_guider", "motion_module")}
-    config = json.loads((REPO_MANIFEST / "sd15_unet_config.json").read_text())
+    config = json.loads((MANIFEST / "sd15_unet_config.json").read_text())
     net = build_moore_net(
         states, config, {"conditioning_embedding_channels": 320, "block_out_channels": [16, 32, 96, 256]},
         MOORE_MOTION_MODULE_KWARGS,
