@@ -153,6 +153,15 @@ TARGETS: dict[str, tuple[str, Callable[[DictConfig], str], Callable[[DictConfig]
         "checkpoint", _published("src.eval.clip_metrics", "CLIP_PUBLISHED_AT"), lambda n: None),
     "src.eval.flow_metrics.WarpedPixelMSE": (
         "checkpoint", _published("src.eval.flow_metrics", "RAFT_PUBLISHED_AT"), lambda n: None),
+    "src.models.animate_anyone_init.build_animate_anyone_net": (
+        "moore_dir", _published("src.models.moore", "MOORE_PUBLISHED_AT"), lambda n: None),
+    "src.models.animate_anyone_init.stage2_motion_adapter": (
+        "path", _published("src.models.motion", "MOTION_PUBLISHED_AT"), lambda n: motion_adapter),
+}
+# targets whose file is read only in some settings: the predicate says when
+ONLY_WHEN: dict[str, Callable[[DictConfig], bool]] = {
+    "src.models.animate_anyone_init.build_animate_anyone_net": lambda n: n.get("init") == "moore",
+    "src.models.animate_anyone_init.stage2_motion_adapter": lambda n: n.get("init") != "moore",  # Moore's own
 }
 CONFIG_KEY_PARAMS = ("config_key", "weights_config_key")
 
@@ -174,7 +183,7 @@ def find_slots(cfg: DictConfig, roots: tuple[str, ...]) -> list[Slot]:
             if target not in TARGETS:
                 continue
             param, published, expected = TARGETS[target]
-            if param not in node:
+            if param not in node or not ONLY_WHEN.get(target, lambda n: True)(node):
                 continue
             value = node[param]
             key = next((str(node[p]) for p in CONFIG_KEY_PARAMS if p in node and node[p]), f"{path}.{param}")

@@ -60,6 +60,14 @@ def test_every_animate_anyone_file_is_listed_and_matches(tiny_aa_weights) -> Non
     assert "tensors match the model" in found["model.codec.path"].detail
 
 
+def test_moore_release_folder_is_listed_only_when_the_net_starts_from_it(tiny_aa_weights) -> None:
+    assert "model.net.moore_dir" not in aa_findings(tiny_aa_weights)
+    found = aa_findings(tiny_aa_weights, "model.net.init=moore")
+    moore = found["model.net.moore_dir"]
+    assert moore.status == "missing" and moore.slot.path == f"{tiny_aa_weights}/moore-animate-anyone"
+    assert "model.motion_adapter.path" not in found  # stage 2 then reads motion_module.pth from moore_dir
+
+
 def test_a_missing_folder_and_a_file_with_a_dropped_key_are_reported(tiny_aa_weights, tmp_path) -> None:
     import shutil
 
