@@ -125,7 +125,11 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
 
     started = time.time()
     L.seed_everything(cfg.seed, workers=True)
-    module = instantiate(cfg.model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"))
+    # `seed` keys the per-sample training draws (src.trainers.sample_draws): distinct on every rank, and the
+    # same per sample whatever the world size; seed_everything above only makes the initial weights agree.
+    module = instantiate(
+        cfg.model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"), seed=cfg.seed
+    )
     loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, name)
     callbacks = build_callbacks(cfg.callbacks, stage_dir) + build_scale_callbacks(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
