@@ -139,6 +139,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         "sample_index", purpose) by src.trainers.sample_draws, so ranks never repeat draws, any world size
         draws the same per sample, and a resumed run draws what the uninterrupted one would have."""
         draws = SampleDraws.for_batch(self.seed, batch, latents.shape[0])
+        draws.reseed_global_rng()  # for any dropout layer inside the networks
         drop = draws.uniform("conditioning_dropout") < self.cond_drop_prob
         return drop, self.objective.sample_noise(latents, draws), self.objective.sample_timesteps(draws)
 

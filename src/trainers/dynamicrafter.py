@@ -224,6 +224,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         purpose) by src.trainers.sample_draws, so ranks never repeat draws, any world size draws the same per
         sample, and a resumed run draws what the uninterrupted one would have."""
         draws = SampleDraws.for_batch(self.seed, batch, latents.shape[0])
+        draws.reseed_global_rng()  # for the UNet's dropout layers (p = 0.1 in the released configs)
         drop_text, drop_image = self.conditioning_dropout(draws)
         return TrainingDraws(
             drop_text=drop_text,

@@ -11,9 +11,11 @@ How: counter-based, not a generator per sample. Every 32-bit random word is Thre
 (Salmon et al., SC 2011, "Parallel random numbers: as easy as 1, 2, 3"; the block cipher behind JAX's PRNG) of
 an element counter, under a per-sample key that is itself Threefry of the sample index under (seed, purpose).
 All of it is batched int64 tensor arithmetic on the batch's device: no Python loop over samples, no generator
-objects, a few hundred element-wise kernels per draw. Each purpose ("noise", "timesteps", ...) is an
+objects, a few hundred element-wise in-place kernels per draw. Each purpose ("noise", "timesteps", ...) is an
 independent stream, so adding a draw never shifts another. Normals are Box-Muller of 24-bit uniforms (tails cut
 at 5.8 sigma, probability 1e-8); integers in [0, high) are Lemire's exact multiply-shift of a 32-bit word.
+Dropout layers inside the networks still draw from torch's global RNG; `reseed_global_rng` gives that one
+stream per rank step, keyed on the batch's first sample index (distinct per rank, replayed on resume).
 """
 
 from __future__ import annotations
@@ -33,26 +35,26 @@ _ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
 _INV_2_24 = 1.0 / (1 << 24)
 
 
-def _rotl(x: torch.Tensor, r: int) -> torch.Tensor:
-    return ((x << r) | (x >> (32 - r))) & _MASK
-
-
 def threefry2x32(
     key0: torch.Tensor, key1: torch.Tensor, ctr0: torch.Tensor, ctr1: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Threefry-2x32-20 of counter (ctr0, ctr1) under key (key0, key1); int64 tensors holding uint32 values,
-    broadcast together. Checked against the Random123 known-answer vectors in the tests."""
+    broadcast together. Checked against the Random123 known-answer vectors in the tests. In-place int64
+    arithmetic (values stay below 2**62, so nothing overflows) keeps it to two buffers of the output's size."""
     k0, k1 = key0 & _MASK, key1 & _MASK
     ks = (k0, k1, k0 ^ k1 ^ _PARITY)
-    x0 = (ctr0 + ks[0]) & _MASK
-    x1 = (ctr1 + ks[1]) & _MASK
+    shape = torch.broadcast_shapes(k0.shape, ctr0.shape, ctr1.shape)
+    x0 = (ctr0 + ks[0]).bitwise_and_(_MASK).expand(shape).contiguous()
+    x1 = (ctr1 + ks[1]).bitwise_and_(_MASK).expand(shape).contiguous()
+    high = torch.empty_like(x1)
     for group in range(5):
         for r in _ROTATIONS[4 * (group % 2) : 4 * (group % 2) + 4]:
-            x0 = (x0 + x1) & _MASK
-            x1 = _rotl(x1, r) ^ x0
+            x0.add_(x1).bitwise_and_(_MASK)
+            torch.bitwise_left_shift(x1, r, out=high)  # rotate x1 left by r within 32 bits
+            x1.bitwise_right_shift_(32 - r).bitwise_or_(high).bitwise_and_(_MASK).bitwise_xor_(x0)
         n = group + 1
-        x0 = (x0 + ks[n % 3]) & _MASK
-        x1 = (x1 + ks[(n + 1) % 3] + n) & _MASK
+        x0.add_(ks[n % 3]).bitwise_and_(_MASK)
+        x1.add_(ks[(n + 1) % 3] + n).bitwise_and_(_MASK)
     return x0, x1
 
 
@@ -146,3 +148,15 @@ class SampleDraws:
         count = math.prod(shape)
         words = self.bits(purpose, count)[:, :count]
         return ((words * high) >> 32).view(self.batch_size, *shape)
+
+    def reseed_global_rng(self) -> int:
+        """Seed torch's global RNG (CPU and CUDA) from (seed, this batch's first sample index) and return the seed.
+
+        What still draws from the global RNG inside the networks (nn.Dropout: DynamiCrafter's UNet has p = 0.1)
+        cannot be keyed per sample without replacing the library layers, so it gets one stream per rank step:
+        different on every rank, and replayed by a resumed run (the same batch has the same indices); unlike
+        the per-sample draws it does depend on how samples are grouped into batches."""
+        words = SampleDraws(self.seed, self.sample_index[:1].cpu()).bits("global_rng", 2)[0]
+        seed = (int(words[0]) << 32 | int(words[1])) & 0x7FFFFFFFFFFFFFFF
+        torch.manual_seed(seed)
+        return seed
