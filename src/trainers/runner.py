@@ -121,7 +121,8 @@ def accumulation_steps(global_batch: int | None, per_device: int, world_size: in
     if global_batch % per_step:
         raise ValueError(
             f"global_batch_size={global_batch} is not a multiple of data.batch_size ({per_device}) x world size "
-            f"({world_size}) = {per_step}; change one of them."
+            f"({world_size}) = {per_step}; change one of them (Animate Anyone's stage 2 on 8 GPUs: "
+            "experiment=animate_anyone_8gpu scales its batch of 4 to 8 with the learning rate)."
         )
     return global_batch // per_step
 
