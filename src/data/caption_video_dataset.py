@@ -217,4 +217,5 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         num_workers=data.num_workers,
         batches_per_epoch=data.batches_per_epoch,
         seed=seed,
+        split_global_batch=bool(data.get("split_global_batch", False)),
     )

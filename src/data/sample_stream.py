@@ -321,18 +321,18 @@ class ExactBatchLoader:
 
 
     def rank_slice(self, batch: dict[str, Any], rank: int, world: int, epoch: int, index: int) -> dict[str, Any]:
-        """The part of a collated batch this rank keeps: all of it, or with `split_global_batch` its
-        `batch_size` slice of the global batch plus a per-sample "sample_seed" (from seed, epoch, batch index
-        and position in the global batch), so the model's noise draws equal a one-process run's too."""
-        if not self.split_global_batch:
-            return batch
+        """The part of a collated batch this rank keeps (all of it, or with `split_global_batch` its `batch_size`
+        slice of the global batch), plus each sample's global index, "sample_index" (int64, `(batch_size,)`).
+
+        Samples are numbered in the order of the epoch's global batches: batch `index` of epoch `epoch` holds
+        indices `(epoch * batches_per_epoch + index) * G + [0, G)` with G = batch_size x world size, rank r the
+        r-th `batch_size` of them. With `split_global_batch` that is each sample's position in the one stream a
+        single process reads, whatever the world size; the model keys its noise, timesteps and dropout on it
+        (src.trainers.sample_draws), and a resumed loader replays the same numbering."""
         lo, hi = rank * self.batch_size, (rank + 1) * self.batch_size
-        out = {k: v[lo:hi] for k, v in batch.items()}
-        seeds = [
-            int(np.random.SeedSequence([self.seed, epoch, index, position]).generate_state(1)[0])
-            for position in range(lo, hi)
-        ]
-        out["sample_seed"] = torch.tensor(seeds, dtype=torch.int64)
+        out = {k: v[lo:hi] for k, v in batch.items()} if self.split_global_batch else dict(batch)
+        first = (epoch * self.batches_per_epoch + index) * self.batch_size * world
+        out["sample_index"] = torch.arange(first + lo, first + hi, dtype=torch.int64)
         return out
 
     def state_dict(self) -> dict[str, int]:

@@ -22,6 +22,7 @@ from src.models.weights_io import load_net_weights
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
+from src.trainers.sample_draws import SampleDraws
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         sampling: SamplingConfig | dict | None = None,
         gradient_checkpointing: bool = False,
         pose_guider_lr_scale: float = 1.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -83,6 +85,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         self.noise_schedule = noise
         self.optimizer_factory = optimizer
         self.cond_drop_prob = cond_drop_prob
+        self.seed = int(seed)  # keys the training draws (the runner passes the run's `seed`)
         self.lr_schedule = LRSchedule(warmup_steps, lr_decay, min_lr_ratio)
         self.pose_guider_lr_scale = pose_guider_lr_scale
         self.sampling = (
@@ -128,7 +131,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
             reference_latents = self.codec.encode(reference)
             clip_embeds = self.image_encoder(reference)
         # Conditioning dropout, matching the unconditional branch at sampling time (see UNCOND_MODES).
-        drop, noise, timesteps = self.draw_randomness(latents, batch.get("sample_seed"))
+        drop, noise, timesteps = self.draw_randomness(latents, batch)
         if self.uncond == "moore":
             drop = drop[:1].expand(b)  # Moore drops the whole batch or none of it
         clip_embeds = torch.where(drop[:, None, None], self.unconditional_clip(b).to(clip_embeds), clip_embeds)
@@ -143,21 +146,15 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         return loss
 
     def draw_randomness(
-        self, latents: torch.Tensor, sample_seeds: torch.Tensor | None
+        self, latents: torch.Tensor, batch: dict
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Conditioning-dropout mask, noise and timesteps: from the global RNG, or one generator per sample
-        when the loader gives "sample_seed" (data.split_global_batch), so any world size draws the same."""
-        b, device = latents.shape[0], latents.device
-        if sample_seeds is None:
-            drop = torch.rand(b, device=device) < self.cond_drop_prob
-            return drop, self.objective.sample_noise(latents), self.objective.sample_timesteps(b, device)
-        drops, noises, steps = [], [], []
-        for i, seed in enumerate(sample_seeds.tolist()):
-            g = torch.Generator(device=device).manual_seed(int(seed))
-            drops.append(torch.rand(1, device=device, generator=g) < self.cond_drop_prob)
-            noises.append(self.objective.sample_noise(latents[i : i + 1], generator=g))
-            steps.append(self.objective.sample_timesteps(1, device, generator=g))
-        return torch.cat(drops), torch.cat(noises), torch.cat(steps)
+        """Conditioning-dropout mask, noise and timesteps, each sample's own: keyed on (`seed`, its global
+        "sample_index", purpose) by src.trainers.sample_draws, so ranks never repeat draws, any world size
+        draws the same per sample, and a resumed run draws what the uninterrupted one would have."""
+        draws = SampleDraws.for_batch(self.seed, batch, latents.shape[0])
+        draws.reseed_global_rng()  # for any dropout layer inside the networks
+        drop = draws.uniform("conditioning_dropout") < self.cond_drop_prob
+        return drop, self.objective.sample_noise(latents, draws), self.objective.sample_timesteps(draws)
 
     @torch.no_grad()
     def unconditional_clip(self, batch: int) -> torch.Tensor:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from src.trainers.sample_draws import SampleDraws
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -94,23 +96,20 @@ class DiffusionObjective(torch.nn.Module):
     def num_timesteps(self) -> int:
         return self.schedule.num_train_timesteps
 
-    def sample_timesteps(self, batch_size: int, device: torch.device, generator=None) -> torch.Tensor:
+    def sample_timesteps(self, draws: SampleDraws) -> torch.Tensor:
+        """One training timestep per sample of `draws` (uniform, or logit-normal), on its device."""
         if self.loss_cfg.timestep_sampling == "uniform":
-            return torch.randint(0, self.num_timesteps, (batch_size,), device=device, generator=generator)
-        normal = torch.randn(batch_size, device=device, generator=generator)
+            return draws.integers("timesteps", self.num_timesteps)
+        normal = draws.normal("timesteps")
         fraction = torch.sigmoid(self.loss_cfg.logit_mean + self.loss_cfg.logit_std * normal)
         return (fraction * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
 
-    def sample_noise(self, latents: torch.Tensor, generator=None) -> torch.Tensor:
-        """Gaussian noise plus the optional offset noise: one value per sample and channel (constant over t h w)."""
-        noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
+    def sample_noise(self, latents: torch.Tensor, draws: SampleDraws) -> torch.Tensor:
+        """Gaussian noise like `latents` plus the optional offset noise: one value per sample and channel
+        (constant over t h w). Row i is sample i's own draw (`draws`, keyed on its global index)."""
+        noise = draws.normal("noise", latents.shape[1:], dtype=latents.dtype)
         if self.loss_cfg.noise_offset:
-            offset = torch.randn(
-                latents.shape[:2] + (1,) * (latents.ndim - 2),
-                device=latents.device,
-                dtype=latents.dtype,
-                generator=generator,
-            )
+            offset = draws.normal("noise_offset", latents.shape[1:2] + (1,) * (latents.ndim - 2), latents.dtype)
             noise = noise + self.loss_cfg.noise_offset * offset
         return noise
 

@@ -44,11 +44,23 @@ from src.models.weights import require_file
 from src.models.weights_io import load_net_weights
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
+from src.trainers.sample_draws import SampleDraws
 
 log = logging.getLogger(__name__)
 
 STAGES = ("finetune",)
 FS_CONDITIONS = ("fs", "fps", None)
+
+
+@dataclass
+class TrainingDraws:
+    """One training batch's random draws, row i sample i's own (src.trainers.sample_draws)."""
+
+    drop_text: torch.Tensor  # (b,) bool: empty caption
+    drop_image: torch.Tensor  # (b,) bool: zero image into CLIP
+    condition_frame: torch.Tensor  # (b,) int64 in [0, t)
+    timesteps: torch.Tensor  # (b,) int64
+    noise: torch.Tensor  # like the latents, (b, c, t, h, w)
 
 
 @dataclass
@@ -90,6 +102,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         lr_decay: str = "constant",
         min_lr_ratio: float = 0.0,
         sampling: DynamiCrafterSampling | Mapping[str, Any] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -108,6 +121,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         self.schedule = noise
         self.optimizer_factory = optimizer
         self.uncond_prob = uncond_prob
+        self.seed = int(seed)  # keys the training draws (the runner passes the run's `seed`)
         self.rand_cond_frame = rand_cond_frame
         self.fs_condition = fs_condition
         self.freeze_temporal = freeze_temporal
@@ -193,19 +207,32 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         return {key for key in self.state_dict() if key not in trainable}
 
     # -------------------------------------------------------------------------------------- conditioning
-    def conditioning_dropout(
-        self, batch_size: int, device: torch.device, generator=None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def conditioning_dropout(self, draws: SampleDraws) -> tuple[torch.Tensor, torch.Tensor]:
         """(drop_text, drop_image) bool masks from one uniform draw r per sample: text if r < 2p, image if p <= r < 3p."""
-        r = torch.rand(batch_size, generator=generator).to(device)
+        r = draws.uniform("conditioning_dropout")
         p = self.uncond_prob
         return r < 2 * p, (r >= p) & (r < 3 * p)
 
-    def condition_frame_indices(self, batch_size: int, num_frames: int, generator=None) -> torch.Tensor:
+    def condition_frame_indices(self, draws: SampleDraws, num_frames: int) -> torch.Tensor:
         """Per-sample condition frame: uniform in [0, t) with rand_cond_frame, else frame 0."""
         if not self.rand_cond_frame:
-            return torch.zeros(batch_size, dtype=torch.long)
-        return torch.randint(0, num_frames, (batch_size,), generator=generator)
+            return torch.zeros(draws.batch_size, dtype=torch.long, device=draws.device)
+        return draws.integers("condition_frame", num_frames)
+
+    def draw_randomness(self, batch: dict, latents: torch.Tensor) -> TrainingDraws:
+        """Everything random in a training step, each sample's own: keyed on (`seed`, its global "sample_index",
+        purpose) by src.trainers.sample_draws, so ranks never repeat draws, any world size draws the same per
+        sample, and a resumed run draws what the uninterrupted one would have."""
+        draws = SampleDraws.for_batch(self.seed, batch, latents.shape[0])
+        draws.reseed_global_rng()  # for the UNet's dropout layers (p = 0.1 in the released configs)
+        drop_text, drop_image = self.conditioning_dropout(draws)
+        return TrainingDraws(
+            drop_text=drop_text,
+            drop_image=drop_image,
+            condition_frame=self.condition_frame_indices(draws, latents.shape[2]),
+            timesteps=self.schedule.sample_timesteps(draws),
+            noise=draws.normal("noise", latents.shape[1:], dtype=latents.dtype),
+        )
 
     def fs_values(
         self,
@@ -245,26 +272,25 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         b, _, t = video.shape[:3]
         self._check_frames(t)
         latents = self.encode_video(video)
-        index = self.condition_frame_indices(b, t).to(video.device)
+        drawn = self.draw_randomness(batch, latents)
+        index, timesteps = drawn.condition_frame, drawn.timesteps
         rows = torch.arange(b, device=video.device)
-        drop_text, drop_image = self.conditioning_dropout(b, video.device)
-        captions = ["" if drop else caption for caption, drop in zip(batch["caption"], drop_text.tolist())]
-        frames = video[rows, :, index] * (~drop_image).to(video.dtype)[:, None, None, None]
+        captions = ["" if drop else caption for caption, drop in zip(batch["caption"], drawn.drop_text.tolist())]
+        frames = video[rows, :, index] * (~drawn.drop_image).to(video.dtype)[:, None, None, None]
         text = self.encode_text(captions)
         image = self.encode_image(frames)
         context = self.net.context(text, image)
         concat = latents[rows, :, index][:, :, None].expand_as(latents)
 
-        timesteps = self.schedule.sample_timesteps(b, video.device)
         clean = self.schedule.rescale_latents(latents, timesteps)
-        noise = torch.randn_like(clean)
+        noise = drawn.noise
         noisy = self.schedule.add_noise(clean, noise, timesteps)
         fs = self.fs_values(b, video.device, batch.get("frame_stride"), batch.get("fps"))
         prediction = self.net(noisy, timesteps, concat, context, fs)
         loss = F.mse_loss(prediction.float(), self.schedule.target(clean, noise, timesteps).float())
 
         self.skipped_samples += int(batch["skipped"].sum()) if "skipped" in batch else 0
-        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
         self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
         return loss
 

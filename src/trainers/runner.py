@@ -92,9 +92,20 @@ def resolve_data(cfg: DictConfig) -> DataPaths:
     return DataPaths(train=cfg.data.train_shards, heldout=cfg.data.heldout_shards)
 
 
-def build_train_loader(cfg: DictConfig, shards, rank_seed: int):
-    """`data.train_loader` (a partial taking the data config, the shards and the per-rank seed)."""
+def build_train_loader(cfg: DictConfig, shards, rank: int):
+    """`data.train_loader` (a partial taking the data config, the shards and the per-rank data seed). With
+    `data.split_global_batch` every rank reads the one stream a single process would, and keeps its slice."""
+    rank_seed = cfg.seed if cfg.data.get("split_global_batch") else cfg.seed + 1000 * rank
     return instantiate(cfg.data.train_loader)(cfg.data, shards, rank_seed)
+
+
+def build_module(cfg: DictConfig, name: str, init_weights: str | None) -> L.LightningModule:
+    """The stage's LightningModule. `seed` keys its per-sample training draws (src.trainers.sample_draws):
+    distinct on every rank and the same per sample whatever the world size; the global seed set before this
+    call only makes the initial weights agree across ranks."""
+    return instantiate(
+        cfg.model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"), seed=cfg.seed
+    )
 
 
 def build_val_loader(cfg: DictConfig, shards):
@@ -111,7 +122,8 @@ def accumulation_steps(global_batch: int | None, per_device: int, world_size: in
     if global_batch % per_step:
         raise ValueError(
             f"global_batch_size={global_batch} is not a multiple of data.batch_size ({per_device}) x world size "
-            f"({world_size}) = {per_step}; change one of them."
+            f"({world_size}) = {per_step}; change one of them (Animate Anyone's stage 2 on 8 GPUs: "
+            "experiment=animate_anyone_8gpu scales its batch of 4 to 8 with the learning rate)."
         )
     return global_batch // per_step
 
@@ -158,16 +170,14 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     started = time.time()
     L.seed_everything(cfg.seed, workers=True)
     init_weights = init_weights or cfg.model.get("init_weights")
-    module = instantiate(cfg.model, stage=name, init_weights=init_weights)
+    module = build_module(cfg, name, init_weights)
     loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, name)
     callbacks = build_callbacks(cfg.callbacks, stage_dir) + build_scale_callbacks(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
     trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
     readable_logs()  # after Lightning and the loggers are imported: their duplicate handlers go
 
-    # split_global_batch: every rank reads the one stream a single process would, and keeps its slice
-    rank_seed = cfg.seed if cfg.data.get("split_global_batch") else cfg.seed + 1000 * trainer.global_rank
-    train_loader = build_train_loader(cfg, data.train, rank_seed=rank_seed)
+    train_loader = build_train_loader(cfg, data.train, rank=trainer.global_rank)
     val_loader = build_val_loader(cfg, data.heldout)
 
     last = stage_dir / "checkpoints" / "last.ckpt"

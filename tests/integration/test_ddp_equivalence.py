@@ -1,14 +1,16 @@
 """DDP over 2 CPU processes through `python -m src.train` vs 1 process on the same global batch: same per-step
-losses and the same trained weights (to a tolerance).
+losses and the same trained weights (to a tolerance). Animate Anyone only for now (see SYSTEMS); DynamiCrafter's
+draws are checked across 2 gloo ranks in test_rank_draws.py.
 
 What equality needs (each one was a measured failure before it was in place):
 1. Data: both runs see the same global batches: `data.split_global_batch: true` makes every rank read the one
    stream a single process reads and keep its slice.
-2. Randomness inside the training step: noise, timesteps and conditioning dropout come from per-sample
-   generators seeded by the loader ("sample_seed", keyed on the global sample index), not from the global RNG
-   that every rank seeds identically.
+2. Randomness inside the training step: noise, timesteps, conditioning dropout and DynamiCrafter's condition frame
+   are keyed on each sample's global index ("sample_index" from the loader; src.trainers.sample_draws), not
+   drawn from the global RNG that every rank seeds identically.
 3. Logged loss: `train/loss` is logged with sync_dist (mean over ranks = mean over the global batch).
-Marked slow: three Lightning process start-ups through the entry point (about 1 min idle, 3 min on a busy box).
+Marked slow: four Lightning process start-ups through the entry point per system (about 1 min idle each system,
+3 min on a busy box).
 """
 
 from __future__ import annotations
@@ -19,40 +21,57 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.test_train_animate_anyone import tiny_run
+from tests.conftest import run_entry
+from tests.integration.test_train_animate_anyone import TINY as AA_TINY
 
 STEPS = 3
 
 
-def per_step_losses(run_dir: Path) -> list[float]:
-    rows = list(csv.DictReader((run_dir / "spatial" / "csv" / "metrics.csv").open()))
+# system -> (tiny overrides, stage, per-device batch-size key). DynamiCrafter's temporal convs carry the release's
+# nn.Dropout(0.1): its masks come from the global RNG, reseeded per rank step, so they depend on how samples are
+# batched (measured: one sample's UNet output differed by 0.63 between a batch of 2 and a batch of 1); switched off
+# here, as every per-sample draw is what this compares.
+SYSTEMS = {
+    "animate_anyone": (AA_TINY, "spatial", "stages.spatial.data.batch_size"),
+    # Not verified yet: on this busy 2-core box the 2-process DynamiCrafter run passed its 900 s limit before it
+    # finished (the 1-process run did finish); add it back once it has run to completion:
+    # "dynamicrafter": ([*DC_TINY, "+model.net.unet.temporal_conv_dropout=0.0"], "finetune", "data.batch_size"),
+}
+
+
+def per_step_losses(run_dir: Path, stage: str) -> list[float]:
+    rows = list(csv.DictReader((run_dir / stage / "csv" / "metrics.csv").open()))
     losses = {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
     return [losses[s] for s in sorted(losses)]
 
 
-def train(run_dir: Path, cache: Path, devices: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+def train(system: str, run_dir: Path, cache: Path, devices: int) -> tuple[list[float], dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
+    overrides, stage, batch_key = SYSTEMS[system]
     extra = ["trainer.devices=2", "strategy=ddp"] if devices == 2 else []
-    tiny_run(
-        run_dir,
-        cache,
-        "stage=spatial",
+    run_entry(
+        "src.train",
+        *overrides,
+        f"paths.cache={cache}",
+        f"hydra.run.dir={run_dir}",
+        f"stage={stage}",
         "evaluation.heldout=false",
         "data.val.num_videos=0",
-        f"stages.spatial.trainer.max_steps={STEPS}",
+        f"stages.{stage}.trainer.max_steps={STEPS}",
         "trainer.log_every_n_steps=1",
-        f"stages.spatial.data.batch_size={2 // devices}",
+        f"{batch_key}={2 // devices}",
         "data.split_global_batch=true",
         *extra,
     )
-    return per_step_losses(run_dir), load_file(str(run_dir / "spatial" / "final" / "net.safetensors"))
+    return per_step_losses(run_dir, stage), load_file(str(run_dir / stage / "final" / "net.safetensors"))
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_equal_one_process_on_the_global_batch(tmp_path, demo_cache):
-    losses_1, weights_1 = train(tmp_path / "one", demo_cache, devices=1)
-    losses_2, weights_2 = train(tmp_path / "two", demo_cache, devices=2)
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_two_ddp_processes_equal_one_process_on_the_global_batch(system, tmp_path, demo_cache):
+    losses_1, weights_1 = train(system, tmp_path / "one", demo_cache, devices=1)
+    losses_2, weights_2 = train(system, tmp_path / "two", demo_cache, devices=2)
     assert len(losses_1) == len(losses_2) == STEPS
     torch.testing.assert_close(torch.tensor(losses_2), torch.tensor(losses_1), rtol=1e-4, atol=1e-5)
     assert len(set(losses_1)) > 1  # real, changing losses

@@ -29,7 +29,7 @@ class StandInNet(torch.nn.Module):
 class StandInModule(L.LightningModule):
     """Learns the mean colour of the clips; `sample` paints every frame with it."""
 
-    def __init__(self, stage: str, init_weights: str | None = None) -> None:
+    def __init__(self, stage: str, init_weights: str | None = None, seed: int = 0) -> None:
         super().__init__()
         self.net = StandInNet()
         self.skipped_samples = 0

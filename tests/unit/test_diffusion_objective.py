@@ -5,6 +5,7 @@ import torch
 
 from src.models.samplers import cfg_combine, ddim_sample
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
+from src.trainers.sample_draws import SampleDraws
 
 
 def make(prediction_type="v_prediction", zsnr=True, **loss):
@@ -55,10 +56,9 @@ def test_noise_offset_is_constant_over_space_and_time():
     torch.manual_seed(0)
     obj = make(noise_offset=0.5)
     x = torch.zeros(2000, 2, 3, 4, 4)
-    g = torch.Generator().manual_seed(0)
-    with_offset = obj.sample_noise(x, generator=g)
-    g = torch.Generator().manual_seed(0)
-    plain = torch.randn(x.shape, generator=g)
+    draws = SampleDraws(0, torch.arange(2000))
+    with_offset = obj.sample_noise(x, draws)
+    plain = make().sample_noise(x, draws)
     offset = with_offset - plain
     assert torch.allclose(offset, offset[:, :, :1, :1, :1].expand_as(offset), atol=1e-6)
     assert abs(float(offset[:, :, 0, 0, 0].std()) - 0.5) < 0.05
@@ -126,15 +126,15 @@ def test_ddim_oracle_with_sample_prediction(prediction_type):
 
 def test_uniform_timesteps_cover_the_schedule():
     objective = DiffusionObjective(NoiseSchedule(), DiffusionLoss())
-    t = objective.sample_timesteps(20000, torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    t = objective.sample_timesteps(SampleDraws(0, torch.arange(20000)))
     assert t.min() == 0 and t.max() == 999
     assert abs(t.float().mean().item() - 499.5) < 10
 
 
 def test_logit_normal_timesteps_shift_towards_high_noise():
-    """t/T = sigmoid(N(1, 1)): median at T * sigmoid(1) ~ 731, still inside [0, T), reproducible by generator."""
+    """t/T = sigmoid(N(1, 1)): median at T * sigmoid(1) ~ 731, still inside [0, T), reproducible per sample."""
     objective = DiffusionObjective(NoiseSchedule(), DiffusionLoss(timestep_sampling="logit_normal", logit_mean=1.0))
-    draw = lambda: objective.sample_timesteps(20000, torch.device("cpu"), generator=torch.Generator().manual_seed(0))  # noqa: E731
+    draw = lambda: objective.sample_timesteps(SampleDraws(0, torch.arange(20000)))  # noqa: E731
     t = draw()
     assert torch.equal(t, draw())
     assert t.dtype == torch.long and 0 <= t.min() and t.max() <= 999

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from src.models.dynamicrafter.attention import TemporalTransformer
 from src.models.dynamicrafter.blocks import TemporalConvBlock
 from src.models.weights import WeightLoadError
+from src.trainers.sample_draws import SampleDraws
 from tests.conftest import ROOT, shared_data
 
 T, SIZE = 4, 16  # the tiny demo model shrunk to 4 frames at 16x16 (mini_cfg) to keep the file fast
@@ -56,14 +57,13 @@ def make_batch(b: int = 4, seed: int = 0) -> dict:
         "fps": torch.full((b,), 7.9),
         "key": [f"clip{i}" for i in range(b)],
         "skipped": torch.tensor([1] + [0] * (b - 1)),
+        "sample_index": torch.arange(b),
     }
 
 
 def test_dropout_proportions_over_many_draws(module):
     n = 200_000
-    drop_text, drop_image = module.conditioning_dropout(
-        n, torch.device("cpu"), torch.Generator().manual_seed(0)
-    )
+    drop_text, drop_image = module.conditioning_dropout(SampleDraws(0, torch.arange(n)))
     text_only = (drop_text & ~drop_image).float().mean()
     both = (drop_text & drop_image).float().mean()
     image_only = (~drop_text & drop_image).float().mean()
@@ -74,12 +74,12 @@ def test_dropout_proportions_over_many_draws(module):
 
 
 def test_condition_frame_is_drawn_uniformly_per_sample(module):
-    index = module.condition_frame_indices(80_000, T, torch.Generator().manual_seed(0))
+    index = module.condition_frame_indices(SampleDraws(0, torch.arange(80_000)), T)
     counts = torch.bincount(index, minlength=T).float() / index.numel()
     assert counts.shape == (T,) and torch.all((counts - 1 / T).abs() < 0.01)
     fixed = copy.copy(module)
     fixed.rand_cond_frame = False
-    assert torch.equal(fixed.condition_frame_indices(16, T), torch.zeros(16, dtype=torch.long))
+    assert torch.equal(fixed.condition_frame_indices(SampleDraws(0, torch.arange(16)), T), torch.zeros(16, dtype=torch.long))
 
 
 def test_training_step_inputs_concat_never_dropped(module):
@@ -141,7 +141,7 @@ def test_loss_decreases_on_a_fixed_batch():
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
     losses = []
     for _ in range(8):
-        torch.manual_seed(1)  # same timesteps, noise, dropout and condition frames every step
+        # the same batch (same sample_index): same timesteps, noise, dropout and condition frames every step
         loss = model.training_step(batch, 0)
         optimizer.zero_grad()
         loss.backward()

@@ -318,7 +318,8 @@ def test_decoded_cache_evicts_least_recently_used_within_its_budget() -> None:
 
 def test_split_global_batch_gives_each_rank_its_slice_of_the_one_process_batches(uneven_shards, monkeypatch) -> None:
     """data.split_global_batch: 2 ranks x batch 2 see exactly a 1-process batch of 4, split in order, with
-    the same per-sample seeds (so the model's noise draws agree too); without it the ranks' streams differ."""
+    the same global sample indices (so the model's per-sample draws agree too); without it the ranks' streams
+    differ, and their indices still never collide."""
 
     def batches(rank: int, world: int, batch_size: int, split: bool) -> list[dict]:
         monkeypatch.setenv("RANK", str(rank))
@@ -335,8 +336,33 @@ def test_split_global_batch_gives_each_rank_its_slice_of_the_one_process_batches
         parts = [ranks[r][index] for r in range(2)]
         assert parts[0]["key"] + parts[1]["key"] == whole["key"]
         assert torch.equal(torch.cat([p["pixel_values"] for p in parts]), whole["pixel_values"])
-        assert torch.equal(torch.cat([p["sample_seed"] for p in parts]), whole["sample_seed"])
-    assert len(set(single[0]["sample_seed"].tolist())) == 4
+        assert torch.equal(torch.cat([p["sample_index"] for p in parts]), whole["sample_index"])
+    assert torch.equal(torch.cat([b["sample_index"] for b in single]), torch.arange(12))
     own = [batches(r, 2, 2, False) for r in range(2)]
-    assert "sample_seed" not in own[0][0]
+    own_indices = torch.cat([b["sample_index"] for rank in own for b in rank])
+    assert sorted(own_indices.tolist()) == list(range(12))  # one numbering over both ranks' own streams
     assert own[0][0]["key"] + own[1][0]["key"] != single[0]["key"]
+
+
+def test_sample_indices_continue_across_epochs_and_after_a_resume(uneven_shards) -> None:
+    """The numbering the training draws are keyed on: epoch 1 continues after epoch 0, and a loader restored
+    from a mid-epoch state yields the indices (and samples) the uninterrupted loader yields from there."""
+
+    def loader():
+        dataset = build_pose_video_dataset(uneven_shards, num_frames=1, margin=3, size=(16, 16), seed=5)
+        return build_loader(dataset, batch_size=2, num_workers=0, batches_per_epoch=3, seed=5)
+
+    straight = loader()
+    epochs = [list(straight), list(straight)]
+    flat = [b for epoch in epochs for b in epoch]
+    assert torch.equal(torch.cat([b["sample_index"] for b in flat]), torch.arange(12))
+
+    first = loader()
+    seen = iter(first)
+    next(seen), next(seen)
+    state = first.state_dict()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    rest = list(resumed) + list(resumed)
+    assert [b["key"] for b in rest] == [b["key"] for b in flat[2:]]
+    assert torch.equal(torch.cat([b["sample_index"] for b in rest]), torch.arange(4, 12))

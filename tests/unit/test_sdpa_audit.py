@@ -48,6 +48,7 @@ def aa_batch(frames: int, size: int = 64) -> dict:
         "pixel_values": torch.rand(1, 3, frames, size, size) * 2 - 1,
         "pose": torch.rand(1, 3, frames, size, size),
         "reference": torch.rand(1, 3, size, size) * 2 - 1,
+        "sample_index": torch.tensor([0]),
     }
 
 
@@ -60,6 +61,7 @@ def dc_batch(cfg) -> dict:
         "fps": torch.tensor([4.0]),
         "key": ["k"],
         "skipped": torch.tensor([0]),
+        "sample_index": torch.tensor([0]),
     }
 
 

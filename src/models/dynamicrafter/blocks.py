@@ -96,6 +96,7 @@ class ResBlock(nn.Module):
         use_temporal_conv: bool = False,
         tempspatial_aware: bool = False,
         use_checkpoint: bool = False,
+        temporal_conv_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.out_channels = out_channels or channels
@@ -119,7 +120,7 @@ class ResBlock(nn.Module):
         else:
             self.skip_connection = nn.Conv2d(channels, self.out_channels, 1)
         self.temopral_conv = (
-            TemporalConvBlock(self.out_channels, dropout=0.1, spatial_aware=tempspatial_aware)
+            TemporalConvBlock(self.out_channels, dropout=temporal_conv_dropout, spatial_aware=tempspatial_aware)
             if use_temporal_conv
             else None
         )

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # the training draws live with the trainers; the schedule only calls .integers on them
+    from src.trainers.sample_draws import SampleDraws
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("uniform", "uniform_trailing")
@@ -143,9 +147,9 @@ class DynamiCrafterSchedule(nn.Module):
         return self.dynamic_rescale_base is not None
 
     # --------------------------------------------------------------------------------------------- training
-    def sample_timesteps(self, batch_size: int, device: torch.device, generator=None) -> torch.Tensor:
-        """Uniform integer timesteps in [0, num_timesteps), as the release."""
-        return torch.randint(0, self.num_timesteps, (batch_size,), device=device, generator=generator)
+    def sample_timesteps(self, draws: SampleDraws) -> torch.Tensor:
+        """Uniform integer timesteps in [0, num_timesteps), as the release; one per sample of `draws`."""
+        return draws.integers("timesteps", self.num_timesteps)
 
     def _per_sample(self, values: torch.Tensor, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
         return values.to(timesteps.device)[timesteps].view(-1, *([1] * (ndim - 1)))

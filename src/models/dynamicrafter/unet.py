@@ -64,8 +64,9 @@ _FIXED_FLAG_HINTS: dict[str, str] = {
 class DynamiCrafterUNet(nn.Module):
     """3D UNet: ResBlocks with temporal convs, spatial transformers with dual cross-attention, temporal transformers.
 
-    Constructor arguments are the official ``UNetModel``'s (same names and defaults) plus ``text_context_len``
-    and ``image_tokens_per_frame`` (the official hard-coded 77 and 16). ``forward(x, timesteps, context, fs)``.
+    Constructor arguments are the official ``UNetModel``'s (same names and defaults) plus ``text_context_len``,
+    ``image_tokens_per_frame`` and ``temporal_conv_dropout`` (the official hard-coded 77, 16 and 0.1; the last is
+    exposed so equivalence checks can switch off the one randomness that depends on how samples are batched). ``forward(x, timesteps, context, fs)``.
     One default differs: ``use_relative_position`` is False (the official default True is not implemented);
     :func:`unet_from_official_config` still reads an omitted flag as the official True and rejects it.
     """
@@ -104,6 +105,7 @@ class DynamiCrafterUNet(nn.Module):
         fs_condition: bool = False,
         text_context_len: int = 77,
         image_tokens_per_frame: int = 16,
+        temporal_conv_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         given = {
@@ -158,6 +160,7 @@ class DynamiCrafterUNet(nn.Module):
                 use_temporal_conv=temporal_conv,
                 tempspatial_aware=tempspatial_aware,
                 use_checkpoint=use_checkpoint,
+                temporal_conv_dropout=temporal_conv_dropout,
             )
 
         def attention_layers(ch: int) -> list[nn.Module]:
