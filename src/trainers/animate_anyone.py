@@ -176,12 +176,14 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
 
     # ------------------------------------------------------------------------------------------- sampling
     def sampling_config(self, **overrides) -> SamplingConfig:
-        """The module's sampling settings with `overrides` (None values keep the module's setting)."""
+        """The module's sampling settings with `overrides`; None keeps the module's setting, except for
+        `context_frames`, where None means one pass over the whole clip."""
         known = set(SamplingConfig.__dataclass_fields__)
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"AnimateAnyone.animate: unknown sampling settings {unknown}; known: {sorted(known)}.")
-        return replace(self.sampling, **{k: v for k, v in overrides.items() if v is not None})
+        kept = {k: v for k, v in overrides.items() if v is not None or k == "context_frames"}
+        return replace(self.sampling, **kept)
 
     def context_windows(self, cfg: SamplingConfig, num_frames: int) -> ContextWindows | None:
         """The windows for a clip of `num_frames` (None: one pass over the whole clip)."""

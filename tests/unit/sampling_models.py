@@ -24,11 +24,12 @@ def _compose(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-def tiny_animate_anyone(max_seq_length: int = 32, seed: int = 0):
-    """The demo's tiny Animate Anyone in its temporal stage, motion modules live, float32, eval mode."""
+def tiny_animate_anyone(max_seq_length: int = 32, seed: int = 0, live_motion: bool = True):
+    """The demo's tiny Animate Anyone in its temporal stage, float32, eval mode; `live_motion` False keeps the
+    motion modules' zero output projection (identity: frames are then denoised independently)."""
     cfg = _compose("experiment=animate_anyone_demo", f"model.motion_adapter.max_seq_length={max_seq_length}")
     torch.manual_seed(seed)
-    return instantiate(cfg.model, stage="temporal", zero_motion_proj_out=False).eval()
+    return instantiate(cfg.model, stage="temporal", zero_motion_proj_out=not live_motion).eval()
 
 
 def tiny_dynamicrafter(seed: int = 0):

@@ -44,8 +44,13 @@ class ContextWindows:
         return [torch.arange(s, s + self.frames) for s in starts]
 
     def boundaries(self, num_frames: int) -> list[int]:
-        """Frame indices f where a window starts inside the video (f-1, f straddle a window's first frame)."""
-        return [int(w[0]) for w in self.windows(num_frames)[1:]]
+        """Frames f whose set of covering windows differs from frame f-1's: the transitions (f-1, f) where a
+        window starts or ends, the places a seam would show."""
+        covering = [set() for _ in range(num_frames)]
+        for i, frames in enumerate(self.windows(num_frames)):
+            for f in frames.tolist():
+                covering[f].add(i)
+        return [f for f in range(1, num_frames) if covering[f] != covering[f - 1]]
 
     def apply(
         self,
