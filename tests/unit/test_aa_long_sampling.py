@@ -60,3 +60,36 @@ def test_eta_one_on_zero_snr_is_finite_and_guidance_rescale_applies(live):
     assert not torch.allclose(plain, rescaled)
     with pytest.raises(ValueError, match="unknown sampling settings"):
         live.animate(reference, pose, num_step=3)
+
+
+def test_heldout_long_clips_report_seam_ratios(tmp_path, live):
+    """src.trainers.heldout.evaluate_long_clips on a 12-frame clip in 8-frame windows: scores, the seam ratios of
+    the windowed and one-pass videos and of the ground truth, and the side-by-side mp4."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from src.data.heldout_clips import HeldoutClips
+    from src.trainers.heldout import evaluate_long_clips
+
+    rng = np.random.default_rng(0)
+    video = {
+        "key": "clip",
+        "frames": (rng.random((14, 16, 16, 3)) * 255).astype(np.uint8),
+        "pose": (rng.random((14, 16, 16, 3)) * 255).astype(np.uint8),
+    }
+    clips = HeldoutClips([video], num_frames=12, stride=1, size=(16, 16), reference_index=0, start_frame=1)
+    original = live.sampling
+    live.sampling = replace(original, num_steps=2, context_frames=8, context_overlap=2)
+    try:
+        result = evaluate_long_clips(live, clips, tmp_path)
+        live.sampling = replace(live.sampling, context_frames=12)
+        with pytest.raises(ValueError, match="one context window"):
+            evaluate_long_clips(live, clips, tmp_path)
+    finally:
+        live.sampling = original
+    assert result["boundaries"] == [4, 8]  # windows 0-7 and 4-11
+    scores = result["scores"]
+    assert {"ssim", "psnr", "seam_ratio", "seam_ratio_one_pass", "seam_ratio_ground_truth"} <= set(scores)
+    assert all(np.isfinite(v) and v > 0 for k, v in scores.items() if k.startswith("seam"))
+    assert (tmp_path / "clip_long.mp4").is_file()
