@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from src import atomic_io
 from src.inference.common import autocast, load_image, load_module, sampling_overrides
 
 log = logging.getLogger(__name__)
@@ -167,5 +168,5 @@ def run(cfg: DictConfig) -> list[dict]:
         "sampling": settings,
         "seed": int(cfg.seed),
     }
-    (out / "samples.json").write_text(json.dumps({"settings": meta, "videos": [record]}, indent=2))
+    atomic_io.write_json(out / "samples.json", {"settings": meta, "videos": [record]})
     return [record]

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
+from src import atomic_io
 from src.inference.common import autocast, load_image, load_module, sampling_overrides
 
 log = logging.getLogger(__name__)
@@ -94,5 +94,5 @@ def run(cfg: DictConfig) -> list[dict]:
         "sampling": {**module.sampling_settings(), **overrides},
         "seed": int(cfg.seed),
     }
-    (out / "samples.json").write_text(json.dumps({"settings": settings, "videos": records}, indent=2))
+    atomic_io.write_json(out / "samples.json", {"settings": settings, "videos": records})
     return records
