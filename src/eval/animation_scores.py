@@ -59,3 +59,21 @@ def silhouette_iou(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     union = (pred | true).flatten(2).sum(dim=2).float()
     iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
     return iou.mean(dim=1)
+
+
+def boundary_inside_ratio(video: torch.Tensor, boundaries: list[int]) -> torch.Tensor:
+    """Seam score of context-window sampling -> (b,): the mean absolute difference between consecutive frames
+    across window boundaries (pairs (f-1, f) for f in `boundaries`) over the same mean inside windows (every
+    other consecutive pair). About 1 when the seams are invisible; well above 1 when windows disagree."""
+    x = _frames01(video)
+    t = x.shape[1]
+    inside = [f for f in range(1, t) if f not in set(boundaries)]
+    if not boundaries or not inside:
+        raise ValueError(
+            f"boundary_inside_ratio needs frame pairs both at and between boundaries; got boundaries {boundaries} "
+            f"in a {t}-frame video."
+        )
+    steps = (x[:, 1:] - x[:, :-1]).abs().flatten(2).mean(dim=2)  # b, t-1: step f-1 -> f at index f-1
+    at = steps[:, [f - 1 for f in boundaries]].mean(dim=1)
+    within = steps[:, [f - 1 for f in inside]].mean(dim=1)
+    return at / within.clamp(min=1e-12)

@@ -10,15 +10,15 @@ Batches follow the data contract: pixel_values/pose `b c t h w`, reference `b c 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import lightning as L
 import torch
 from torch import nn
 
-from src.models.samplers import cfg_combine, ddim_sample
 from src.models.weights_io import load_net_weights
+from src.models.sampling import ContextWindows, Guidance, SamplingHook, denoise_loop
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
@@ -36,11 +36,17 @@ UNCOND_MODES = ("auto", "ours", "moore")
 
 @dataclass
 class SamplingConfig:
-    """DDIM settings used for validation samples and the demo (Moore: 30 steps, CFG 3.5)."""
+    """DDIM settings used for validation samples, the demo and `python -m src.sample` (Moore: 30 steps, CFG 3.5,
+    context windows of 24 frames overlapping by 4). `context_frames` None = the whole clip in one window (it must
+    then fit the motion modules' positional table); windows apply to the temporal stage only, as spatial-stage
+    frames are denoised independently anyway."""
 
     num_steps: int = 30
     guidance_scale: float = 3.5
+    guidance_rescale: float = 0.0
     eta: float = 0.0
+    context_frames: int | None = None
+    context_overlap: int = 0
 
 
 class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
@@ -187,59 +193,71 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ------------------------------------------------------------------------------------------- sampling
+    def sampling_config(self, **overrides) -> SamplingConfig:
+        """The module's sampling settings with `overrides`; None keeps the module's setting, except for
+        `context_frames`, where None means one pass over the whole clip."""
+        known = set(SamplingConfig.__dataclass_fields__)
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"AnimateAnyone.animate: unknown sampling settings {unknown}; known: {sorted(known)}.")
+        kept = {k: v for k, v in overrides.items() if v is not None or k == "context_frames"}
+        return replace(self.sampling, **kept)
+
+    def context_windows(self, cfg: SamplingConfig, num_frames: int) -> ContextWindows | None:
+        """The windows for a clip of `num_frames` (None: one pass over the whole clip)."""
+        if self.net.stage != "temporal" or cfg.context_frames is None:
+            return None
+        limit = self.net.denoising_unet.config.motion_max_seq_length
+        if cfg.context_frames > limit:
+            raise ValueError(
+                f"sample.context_frames={cfg.context_frames} exceeds the motion modules' motion_max_seq_length="
+                f"{limit}; use windows of at most {limit} frames (the training clip length is best)."
+            )
+        return ContextWindows(cfg.context_frames, cfg.context_overlap)
+
     @torch.no_grad()
     def animate(
         self,
         reference: torch.Tensor,
         pose: torch.Tensor,
-        num_steps: int | None = None,
-        guidance_scale: float | None = None,
-        eta: float | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        hooks: Sequence[SamplingHook] = (),
+        **overrides,
     ) -> torch.Tensor:
         """reference `b c h w` in [-1, 1] + pose `b c t h w` in [0, 1] -> video `b c t h w` in [-1, 1].
 
-        The ReferenceNet runs once for the whole sampling run; the unconditional branch of classifier-free
-        guidance gets no reference tokens and the CLIP input of training dropout (`unconditional_clip`).
+        `overrides` are SamplingConfig fields (num_steps, guidance_scale, guidance_rescale, eta, context_frames,
+        context_overlap). The ReferenceNet runs once for the whole run (every step and every context window
+        reads its bank); pose features are computed once and sliced per window. The unconditional branch of
+        classifier-free guidance gets no reference tokens and the CLIP input of training dropout
+        (`unconditional_clip`).
         """
-        num_steps = num_steps or self.sampling.num_steps
-        scale = self.sampling.guidance_scale if guidance_scale is None else guidance_scale
-        eta = self.sampling.eta if eta is None else eta
+        cfg = self.sampling_config(**overrides)
         b, _, t, h, w = pose.shape
         reference_latents = self.codec.encode(reference)
         clip_embeds = self.image_encoder(reference)
-        use_guidance = scale != 1.0
-        if use_guidance:
-            clip_in = torch.cat([self.unconditional_clip(b).to(clip_embeds), clip_embeds])
-            reference_in = torch.cat([reference_latents, reference_latents])
-            use_reference = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
-            pose_in = torch.cat([pose, pose])
-        else:
-            clip_in, reference_in, pose_in = clip_embeds, reference_latents, pose
-            use_reference = torch.ones(b, dtype=torch.bool)
-        use_reference = use_reference.to(reference.device)
-        self.net.write_reference(reference_in, clip_in, use_reference)
-        pose_features = self.net.encode_pose(pose_in)
+        guidance = Guidance(cfg.guidance_scale, rescale=cfg.guidance_rescale)
+        k = len(guidance.branches)  # cond (+ uncond)
+        clip_in = torch.cat([clip_embeds, self.unconditional_clip(b).to(clip_embeds)][:k])
+        use_reference = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)][:k])
+        self.net.write_reference(reference_latents.repeat(k, 1, 1, 1), clip_in, use_reference.to(reference.device))
+        pose_features = self.net.encode_pose(pose.repeat(k, 1, 1, 1, 1))
 
-        def model(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-            if not use_guidance:
-                return self.net.denoise(x, timesteps, clip_in, pose_features)
-            out = self.net.denoise(
-                torch.cat([x, x]), torch.cat([timesteps, timesteps]), clip_in, pose_features
-            )
-            uncond, cond = out.chunk(2)
-            return cfg_combine(cond, uncond, scale)
+        def model(x: torch.Tensor, timesteps: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+            features = pose_features if frames.numel() == t else pose_features[:, :, frames.to(x.device)]
+            return self.net.denoise(x, timesteps, clip_in, features)
 
         latent_shape = (b, reference_latents.shape[1], t, *reference_latents.shape[-2:])
         noise = torch.randn(latent_shape, generator=generator, device=reference.device, dtype=reference.dtype)
         try:
-            latents = ddim_sample(
+            latents = denoise_loop(
                 model,
                 noise,
-                self.noise_schedule.sampling_scheduler(),
-                num_steps,
-                eta=eta,
+                self.noise_schedule.ddim(cfg.num_steps, cfg.eta),
+                guidance,
+                self.context_windows(cfg, t),
+                hooks=hooks,
                 generator=generator,
                 progress=progress,
             )

@@ -1,7 +1,7 @@
 """The shared diffusion training objective: noise schedule, noising, targets and loss weights.
 
-One `NoiseSchedule` config builds both the training scheduler (here) and the sampling scheduler
-(`src.models.samplers`), so training and sampling can never disagree on betas, prediction type or
+One `NoiseSchedule` config builds both the training scheduler (here) and the sampling grid
+(`NoiseSchedule.ddim` for `src.models.sampling`), so training and sampling can never disagree on betas, prediction type or
 zero-terminal-SNR rescaling (Moore-AnimateAnyone trains with `scaled_linear` and samples with `linear`).
 Latents are `b c t h w` (images are `t == 1`).
 """
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from src.models.sampling import DDIMSchedule
 from src.trainers.sample_draws import SampleDraws
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -50,6 +51,18 @@ class NoiseSchedule:
 
     def sampling_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **self.scheduler_kwargs())
+
+    def ddim(self, num_steps: int, eta: float = 0.0) -> DDIMSchedule:
+        """The DDIM grid of diffusers' DDIMScheduler for these settings (its spacing and its landing step
+        t - T // n, which can differ by one from the next grid step when n does not divide T)."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+        scheduler = self.sampling_scheduler()
+        scheduler.set_timesteps(num_steps)
+        jump = self.num_train_timesteps // num_steps
+        timesteps = [int(t) for t in scheduler.timesteps]
+        prev = [t - jump if t - jump >= 0 else None for t in timesteps]
+        return DDIMSchedule(scheduler.alphas_cumprod, timesteps, prev, self.prediction_type, eta)
 
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")

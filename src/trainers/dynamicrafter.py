@@ -38,8 +38,8 @@ from src.models.dynamicrafter.checkpoint import (
     split_official_state_dict,
 )
 from src.models.dynamicrafter.net import DynamiCrafterNet
-from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule
+from src.models.sampling import Guidance, SamplingHook, denoise_loop
 from src.models.weights import require_file
 from src.models.weights_io import load_net_weights
 from src.trainers.frozen_parts import FrozenPartsMixin
@@ -324,11 +324,13 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         fps: torch.Tensor | float | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        hooks: Sequence[SamplingHook] = (),
         **overrides: Any,
     ) -> torch.Tensor:
         """image ``(b, c, h, w)`` in [-1, 1] + captions -> video ``(b, c, t, h, w)`` in [-1, 1] conditioned on it.
 
-        The unconditional branch is empty text + CLIP of a zero image + the same concatenated latent.
+        The unconditional branch is empty text + CLIP of a zero image + the same concatenated latent; `hooks`
+        edit latents / x0 per step (src.models.sampling.hooks).
         """
         cfg = self.sampling_config(**overrides)
         if image.ndim != 4:
@@ -346,12 +348,12 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         self._check_frames(num_frames)
         latent = self.codec.encode(image)
         concat = latent[:, :, None].expand(-1, -1, num_frames, -1, -1)
+        guidance = Guidance(cfg.guidance_scale, cfg.image_guidance_scale, cfg.guidance_rescale)
         text, image_tokens = self.encode_text(captions), self.encode_image(image)
-        contexts = [self.net.context(text, image_tokens)]
-        separate = cfg.image_guidance_scale is not None
-        if separate or cfg.guidance_scale != 1.0:
+        contexts = [self.net.context(text, image_tokens)]  # in guidance.branches order: cond, image, uncond
+        if len(guidance.branches) > 1:
             empty = self.encode_text([""] * b)
-            if separate:
+            if "image" in guidance.branches:
                 contexts.append(self.net.context(empty, image_tokens))
             contexts.append(self.net.context(empty, self.encode_image(torch.zeros_like(image))))
         k = len(contexts)
@@ -360,23 +362,18 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         fs = self.fs_values(b, image.device, frame_stride, fps)
         fs_k = None if fs is None else fs.repeat(k)
 
-        def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-            out = self.net(x.repeat(k, 1, 1, 1, 1), timesteps.repeat(k), concat_k, context, fs_k)
-            if k == 1:
-                return out
-            branches = out.chunk(k)
-            return combine_guidance(
-                branches[0],
-                branches[-1],
-                cfg.guidance_scale,
-                image_only=branches[1] if separate else None,
-                image_scale=cfg.image_guidance_scale,
-                rescale=cfg.guidance_rescale,
-            )
+        def model(x: torch.Tensor, timesteps: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+            return self.net(x, timesteps, concat_k, context, fs_k)
 
         noise = torch.randn(concat.shape, generator=generator, device=image.device, dtype=concat.dtype)
-        latents = ddim_sample(
-            denoise, noise, self.schedule, cfg.num_steps, cfg.eta, cfg.timestep_spacing, generator, progress
+        latents = denoise_loop(
+            model,
+            noise,
+            self.schedule.ddim(cfg.num_steps, cfg.eta, cfg.timestep_spacing),
+            guidance,
+            hooks=hooks,
+            generator=generator,
+            progress=progress,
         )
         return self.decode_video(latents)
 

@@ -20,7 +20,13 @@ from torch.utils.data import DataLoader
 
 from src.data.heldout_clips import HeldoutClips, load_heldout_clips
 from src.data.video_io import write_mp4
-from src.eval.animation_scores import foreground_mask, silhouette_iou, video_psnr, video_ssim
+from src.eval.animation_scores import (
+    boundary_inside_ratio,
+    foreground_mask,
+    silhouette_iou,
+    video_psnr,
+    video_ssim,
+)
 from src.models.weights_io import load_net_weights
 from src.trainers.callbacks import side_by_side, to_uint8_frames
 
@@ -81,6 +87,60 @@ def evaluate_heldout(
     }
 
 
+@torch.no_grad()
+def evaluate_long_clips(
+    model: torch.nn.Module,
+    clips: HeldoutClips,
+    out_dir: Path,
+    seed: int = 1234,
+    foreground_threshold: float = 0.12,
+    fps: int = 8,
+) -> dict:
+    """Animate clips longer than the motion window in the model's context windows and in one pass; returns the
+    scores of the windowed videos and the seam scores (boundary/inside ratio) of both and of the ground truth."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_frames = clips.num_frames
+    windows = model.context_windows(model.sampling_config(), num_frames)
+    if windows is None or len(windows.windows(num_frames)) < 2:
+        raise ValueError(
+            f"evaluation.long: {num_frames} frames fit in one context window of model.sampling.context_frames="
+            f"{model.sampling.context_frames}; use a longer evaluation.long.num_frames (e.g. 2x the window)."
+        )
+    boundaries = windows.boundaries(num_frames)
+    device = next(model.parameters()).device
+    totals: dict[str, list[float]] = {}
+    videos_written = []
+    for index, batch in enumerate(DataLoader(clips, batch_size=1, shuffle=False)):
+        moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        runs = {}
+        for name, frames in (("windows", None), ("one_pass", num_frames)):
+            generator = torch.Generator(device=device).manual_seed(seed + index)
+            overrides = {} if frames is None else {"context_frames": frames, "context_overlap": 0}
+            runs[name] = model.animate(moved["reference"], moved["pose"], generator=generator, **overrides).cpu()
+        scores = score_videos(runs["windows"], batch, foreground_threshold)
+        scores["seam_ratio"] = boundary_inside_ratio(runs["windows"], boundaries)
+        scores["seam_ratio_one_pass"] = boundary_inside_ratio(runs["one_pass"], boundaries)
+        scores["seam_ratio_ground_truth"] = boundary_inside_ratio(batch["frames"], boundaries)
+        for metric, value in scores.items():
+            totals.setdefault(metric, []).append(float(value.mean()))
+        panels = [to_uint8_frames(batch["pose"][0], (0.0, 1.0)), to_uint8_frames(runs["windows"][0])]
+        panels += [to_uint8_frames(runs["one_pass"][0]), to_uint8_frames(batch["frames"][0])]
+        path = out_dir / f"{batch['key'][0]}_long.mp4"
+        write_mp4(path, side_by_side(*panels), fps=fps)
+        videos_written.append(str(path))
+    return {
+        "scores": {metric: sum(values) / len(values) for metric, values in totals.items()},
+        "num_clips": len(clips),
+        "num_frames": num_frames,
+        "context_frames": windows.frames,
+        "context_overlap": windows.overlap,
+        "boundaries": boundaries,
+        "panels": ["pose", "windows", "one_pass", "ground_truth"],
+        "videos": videos_written,
+    }
+
+
 def trained_and_untrained(stage_cfg: DictConfig, stage: str, weights: str, seed: int) -> dict[str, torch.nn.Module]:
     """The stage's module with the trained `weights` and the same architecture at initialisation, in eval mode."""
     L.seed_everything(seed, workers=True)
@@ -105,10 +165,13 @@ def evaluate_animate_anyone(
     foreground_threshold: float = 0.12,
     seed: int = 1234,
     start_frame: int = 0,
+    long: dict | None = None,
 ) -> dict:
     """Held-out proof of an Animate Anyone run (the runner's `evaluation._target_`); returns `evaluate_heldout`'s dict
     plus the clip protocol. `start_frame` past `reference_index` keeps the reference frame out of the scored frames,
-    where repeating the reference would be exact by construction."""
+    where repeating the reference would be exact by construction. `long` (num_videos, num_frames, stride,
+    start_frame) adds `evaluate_long_clips` of the trained model under "long" (its scores under
+    scores["trained_long"])."""
     clips = load_heldout_clips(
         heldout_shards, num_videos, num_frames, stride, stage_cfg.data.size, reference_index, start_frame
     )
@@ -116,4 +179,13 @@ def evaluate_animate_anyone(
     fps = cfg.data.demo.fps if cfg.data.demo else 8
     result = evaluate_heldout(models, clips, out_dir, seed, foreground_threshold, fps)
     result["protocol"] = {"reference_frame": reference_index, "scored_frames": clips.frame_indices}
+    if long:
+        long_clips = load_heldout_clips(
+            heldout_shards, long["num_videos"], long["num_frames"], long["stride"], stage_cfg.data.size,
+            reference_index, long["start_frame"],
+        )  # fmt: skip
+        result["long"] = evaluate_long_clips(models["trained"], long_clips, out_dir, seed, foreground_threshold, fps)
+        result["long"]["scored_frames"] = long_clips.frame_indices
+        result["scores"]["trained_long"] = result["long"]["scores"]
+        result["videos"] += result["long"]["videos"]
     return result

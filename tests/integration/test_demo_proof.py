@@ -39,5 +39,14 @@ def test_animate_anyone_demo_learns_pose_control(tmp_path, demo_cache):
     protocol = summary["heldout"]["protocol"]
     assert protocol["reference_frame"] not in protocol["scored_frames"]
     assert elapsed < 15 * 60
+    # a sequence twice the motion window, animated in context windows: frames across window boundaries differ no
+    # more than frames inside windows. Measured (seed 42): windowed 0.977, one pass 0.977, ground truth 0.962; the
+    # bound 1.25 leaves room for seed-to-seed variation, and the windowed video must stay within 0.2 of the
+    # seam-free one-pass video of the same model.
+    long = summary["heldout"]["long"]
+    print(json.dumps(long["scores"], indent=1))
+    assert long["num_frames"] == 2 * long["context_frames"] and long["boundaries"]
+    assert long["scores"]["seam_ratio"] < 1.25
+    assert long["scores"]["seam_ratio"] < long["scores"]["seam_ratio_one_pass"] + 0.2
     for path in summary["heldout"]["videos"]:
         assert (run_dir / "heldout").joinpath(path.split("/")[-1]).is_file()

@@ -25,6 +25,7 @@ TINY = [
     "model.sampling.num_steps=2",
     "evaluation.num_videos=1",
     "evaluation.num_frames=4",
+    "evaluation.long=null",
     "stages.spatial.data.batch_size=2",
     "stages.temporal.data.batch_size=1",
     "stages.temporal.data.num_frames=4",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from src.models.samplers import cfg_combine, ddim_sample
+from src.models.sampling import combine_guidance, denoise_loop
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.sample_draws import SampleDraws
 
@@ -79,8 +79,9 @@ def test_ddim_with_oracle_denoiser_follows_the_exact_trajectory(prediction_type,
         return (a.sqrt() * eps - (1 - a).sqrt() * x0.double()).float()
 
     scheduler = obj.schedule.sampling_scheduler()
+    scheduler.set_timesteps(10)
     noise = torch.randn_like(x0)
-    out = ddim_sample(oracle, noise, scheduler, num_steps=10)
+    out = denoise_loop(lambda x, t, frames: oracle(x, t), noise, obj.schedule.ddim(10))
     # Deterministic DDIM keeps the oracle's noise direction: x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps for all t,
     # ending at the schedule's first alpha (diffusers' set_alpha_to_one=False, as SD and LDM).
     a_first = ac[int(scheduler.timesteps[0])]
@@ -101,9 +102,9 @@ def test_loss_is_weighted_mse():
 
 def test_cfg_combine():
     cond, uncond = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 4, 3, 8, 8)
-    torch.testing.assert_close(cfg_combine(cond, uncond, 1.0), cond)
-    torch.testing.assert_close(cfg_combine(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
-    full = cfg_combine(cond, uncond, 5.0, rescale=1.0)
+    torch.testing.assert_close(combine_guidance(cond, uncond, 1.0), cond)
+    torch.testing.assert_close(combine_guidance(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
+    full = combine_guidance(cond, uncond, 5.0, rescale=1.0)
     torch.testing.assert_close(full.flatten(1).std(1), cond.flatten(1).std(1), atol=1e-4, rtol=1e-4)
 
 
@@ -120,7 +121,7 @@ def test_sample_prediction_targets_x0_with_min_snr_in_x0_units():
 def test_ddim_oracle_with_sample_prediction(prediction_type):
     obj = make(prediction_type, True)
     x0 = torch.randn(2, 4, 3, 8, 8)
-    out = ddim_sample(lambda x, t: x0.clone(), torch.randn_like(x0), obj.schedule.sampling_scheduler(), num_steps=10)
+    out = denoise_loop(lambda x, t, frames: x0.clone(), torch.randn_like(x0), obj.schedule.ddim(10))
     assert (out - x0).abs().max() < 0.2
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.models.dynamicrafter.sampling import combine_guidance, ddim_sample, rescale_guidance
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule, ddim_timesteps
+from src.models.sampling import combine_guidance, denoise_loop, rescale_guidance
 from tests.conftest import run_entry, shared_data
 
 MANIFEST = shared_data("dynamicrafter_manifest")
@@ -121,9 +121,13 @@ def test_targets_and_inversions_against_independent_formulas(prediction_type):
     expected_target = {"epsilon": noise, "sample": x0, "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0}
     target = schedule.target(x0, noise, t)
     torch.testing.assert_close(target, expected_target[prediction_type], rtol=1e-5, atol=1e-5)
-    x0_hat, eps_hat = schedule.predict_x0_and_eps(noisy, target, t)
-    torch.testing.assert_close(x0_hat, x0, rtol=1e-3, atol=1e-3)
-    torch.testing.assert_close(eps_hat, noise, rtol=1e-3, atol=1e-3)
+    ddim = schedule.ddim(1)
+    for i, step in enumerate(t.tolist()):
+        state = ddim.states()[0]
+        state.timestep, state.prev_timestep = step, None
+        x0_hat, eps_hat = ddim.predict(noisy[i : i + 1], target[i : i + 1], state)
+        torch.testing.assert_close(x0_hat, x0[i : i + 1], rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(eps_hat, noise[i : i + 1], rtol=1e-3, atol=1e-3)
 
 
 def test_ddim_update_with_dynamic_rescale_matches_a_hand_computation():
@@ -132,7 +136,7 @@ def test_ddim_update_with_dynamic_rescale_matches_a_hand_computation():
     x_t = torch.randn(2, 3, 2, 4, 4, generator=gen)
     v1, v2 = torch.randn(2, *x_t.shape, generator=gen)
     outputs = iter([v1, v2])
-    result = ddim_sample(lambda x, t: next(outputs), x_t, schedule, num_steps=2, eta=0.0)
+    result = denoise_loop(lambda x, t, frames: next(outputs), x_t, schedule.ddim(2, eta=0.0))
 
     a = schedule.alphas_cumprod.double()
     scale = schedule.scale_arr.double()
@@ -159,8 +163,11 @@ def test_ddim_eta0_is_deterministic_and_eta1_stochastic():
         return 0.5 * x
 
     def run(eta, seed):
-        return ddim_sample(
-            denoise, noise, schedule, 5, eta=eta, generator=torch.Generator().manual_seed(seed)
+        return denoise_loop(
+            lambda x, t, frames: denoise(x, t),
+            noise,
+            schedule.ddim(5, eta=eta),
+            generator=torch.Generator().manual_seed(seed),
         )
 
     assert torch.equal(run(0.0, 1), run(0.0, 2))

@@ -4,7 +4,7 @@ As the releases: 1000 "linear" betas (``linspace(sqrt(0.00085), sqrt(0.012))**2`
 v prediction on zero-terminal-SNR rescaled betas plus the dynamic rescale (clean latents multiplied by
 ``scale_arr[t]``, which goes linearly 1 -> ``base_scale`` over the first ``turning_step`` steps, then stays) for
 512 (0.7) and 1024 (0.3). The DDIM sampler compensates with ``pred_x0 *= scale_arr[t_prev] / scale_arr[t]``
-(src.models.dynamicrafter.sampling). Latents are ``b c t h w``; every per-timestep value broadcasts over them.
+(src.models.sampling.ddim). Latents are ``b c t h w``; every per-timestep value broadcasts over them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+
+from src.models.sampling import DDIMSchedule
 
 if TYPE_CHECKING:  # the training draws live with the trainers; the schedule only calls .integers on them
     from src.trainers.sample_draws import SampleDraws
@@ -180,20 +182,21 @@ class DynamiCrafterSchedule(nn.Module):
         return (sqrt_a * noise.float() - sqrt_1ma * latents.float()).to(latents.dtype)
 
     # --------------------------------------------------------------------------------------------- sampling
-    def predict_x0_and_eps(
-        self, x_t: torch.Tensor, output: torch.Tensor, timesteps: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model output at ``x_t`` in the schedule's parameterisation -> (x_0, epsilon) estimates (float32)."""
-        sqrt_a, sqrt_1ma = self.coefficients(timesteps, x_t.ndim)
-        x_t, output = x_t.float(), output.float()
-        if self.prediction_type == "v_prediction":
-            return sqrt_a * x_t - sqrt_1ma * output, sqrt_a * output + sqrt_1ma * x_t
-        if self.prediction_type == "epsilon":
-            return (x_t - sqrt_1ma * output) / sqrt_a, output
-        return output, (x_t - sqrt_a * output) / sqrt_1ma.clamp(min=1e-8)
-
     def ddim_timesteps(self, num_steps: int, spacing: str | None = None) -> list[int]:
         return ddim_timesteps(self.num_timesteps, num_steps, spacing or self.timestep_spacing)
+
+    def ddim(self, num_steps: int, eta: float = 1.0, spacing: str | None = None) -> DDIMSchedule:
+        """The release's DDIM: its grid, each step landing on the next grid step, and the dynamic-rescale
+        compensation of x0 when the rescale is on."""
+        steps = self.ddim_timesteps(num_steps, spacing)
+        return DDIMSchedule(
+            self.alphas_cumprod,
+            steps,
+            [*steps[1:], None],
+            self.prediction_type,
+            eta,
+            x0_scale=self.scale_arr if self.use_dynamic_rescale else None,
+        )
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def official_root_buffers(self) -> dict[str, torch.Tensor]:
