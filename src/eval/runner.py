@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src import atomic_io
 from src.data.video_io import encode_mp4
 from src.eval.feature_stats import merge_partial_bundles, save_partial_bundle
 from src.eval.generators import TestSet, VideoGenerator, resolve_device
@@ -59,12 +60,6 @@ def shard_slice(items: Sequence[Any], index: int, count: int) -> list[Any]:
         raise ValueError(f"eval.shard_index={index} must be in [0, num_shards={count})")
     n = len(items)
     return list(items[n * index // count : n * (index + 1) // count])
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _scoring_signature(e: DictConfig) -> dict:
@@ -144,7 +139,7 @@ def generate_missing(
         for item in items:
             item["seed"] = key_seed(seed, item["key"])
             if item.get("real") is not None and not (real_dir / f"{item['key']}.mp4").is_file():
-                _write_atomic(real_dir / f"{item['key']}.mp4", _encode(item["real"], fps or 8.0, crf))
+                atomic_io.write_bytes(real_dir / f"{item['key']}.mp4", _encode(item["real"], fps or 8.0, crf))
         pending = [item for item in items if not (gen_dir / f"{item['key']}.mp4").is_file()]
         if pending:
             if generator is None:
@@ -157,7 +152,7 @@ def generate_missing(
                 )
             rate = fps or float(getattr(generator, "fps", 8.0))
             for item, video in zip(pending, videos):
-                _write_atomic(gen_dir / f"{item['key']}.mp4", _encode(video.cpu(), rate, crf))
+                atomic_io.write_bytes(gen_dir / f"{item['key']}.mp4", _encode(video.cpu(), rate, crf))
                 written += 1
         bar.update(len(items))
     bar.close()
@@ -211,7 +206,7 @@ def _finalize(
         **extra,
         "config": _config_dump(cfg),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+    atomic_io.write_json(run_dir / "metrics.json", results, default=str)
     log.info("metrics: %s", json.dumps(values))
     from src.eval.eval_logging import log_results
 

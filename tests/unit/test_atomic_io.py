@@ -1,0 +1,48 @@
+"""src.atomic_io: a failed or interrupted write never replaces or half-writes the file under its real name."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+import torch
+
+from src import atomic_io
+
+
+def test_a_failing_writer_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "summary.json"
+    atomic_io.write_json(path, {"step": 1})
+    with pytest.raises(KeyError), atomic_io.atomic_open(path, "w") as handle:
+        handle.write('{"step": 2, ')
+        handle.flush()
+        raise KeyError("the writer failed half-way")
+    assert json.loads(path.read_text()) == {"step": 1}
+    assert os.listdir(tmp_path) == ["summary.json"]
+
+
+def test_a_disk_error_is_named_with_the_file_and_what_was_kept(tmp_path):
+    path = tmp_path / "net.safetensors"
+    with pytest.raises(atomic_io.AtomicWriteError, match="no file was written under that name") as info:
+        with atomic_io.atomic_path(path) as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert f"could not write {path}: the disk is full" in str(info.value)
+    assert info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == []
+
+
+def test_what_a_killed_writer_left_is_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "last.ckpt"
+    stale = tmp_path / f".last.ckpt{atomic_io.TMP_MARK}12345"
+    stale.write_bytes(b"half a checkpoint")
+    atomic_io.torch_save({"global_step": 3}, path)
+    assert torch.load(path, weights_only=True) == {"global_step": 3}
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+
+
+def test_atomic_open_refuses_append_modes(tmp_path):
+    with pytest.raises(ValueError, match="must start with 'w'"), atomic_io.atomic_open(tmp_path / "x", "a"):
+        pass
