@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -163,5 +164,11 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except Exception as err:  # safetensors reports I/O errors as SafetensorError("... (os error N)")
+            code = re.search(r"os error (\d+)", str(err))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), str(err)) from err
     return Path(path)

@@ -203,6 +203,10 @@ def _finalize(
         "counts": counts,
         "reference": _reference(e).describe(ClipSpec(**OmegaConf.to_container(e.clip, resolve=True))),
         "weights": _weights_used(e),
+        # how each number was computed where the metric says (FVD/KVD: the flavour's settings)
+        "metric_settings": {
+            c.name: c.metric.settings_record() for c in metrics.values() if hasattr(c.metric, "settings_record")
+        },
         **extra,
         "config": _config_dump(cfg),
     }

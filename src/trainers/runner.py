@@ -30,6 +30,7 @@ from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_call
 from src.trainers.ema import EMACallback
 from src.trainers.loggers import build_loggers, finish_wandb
 from src.trainers.master_weights import master_state_dict
+from src.trainers.nonfinite import NonFiniteGuard
 from src.trainers.scale_callbacks import build_scale_callbacks
 from src.trainers.weights_io import save_net_weights
 
@@ -46,6 +47,7 @@ class StageResult:
     samples: list[str] = field(default_factory=list)
     resumed_from_step: int | None = None
     skipped_samples: int = 0
+    nonfinite_steps: int = 0  # steps whose loss/gradients were NaN/Inf (skipped: callbacks.nonfinite)
     wall_time_s: float = 0.0
 
 
@@ -177,6 +179,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
         samples=list(writer.written) if writer else [],
         resumed_from_step=resumed_from,
         skipped_samples=int(module.skipped_samples),
+        nonfinite_steps=guard.bad_steps if (guard := find_callback(trainer, NonFiniteGuard)) else 0,
         wall_time_s=round(time.time() - started, 1),
     )
     final = final_net_state(trainer, module, init_weights)  # collective under DeepSpeed: every rank calls it
@@ -227,7 +230,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         init = previous_weights
         if name != all_names[0] and init is None:
             init = scfg.model.get("init_weights")
-            if not init:
+            # a net built from a released model (model.net.init=moore) already holds the earlier stage's weights
+            if not init and OmegaConf.select(scfg, "model.net.init") != "moore":
                 raise FileNotFoundError(
                     f"stage {name} starts from the previous stage's weights, but {stage_weights_path(run_dir / all_names[all_names.index(name) - 1])} "
                     f"does not exist; run stage={all_names[all_names.index(name) - 1]} first in the same hydra.run.dir, or set "

@@ -70,12 +70,7 @@ def _worker(rank: int, world: int, out: str, port: int) -> None:
     )
     ema = EMACallback(decay=0.0, warmup_power=None)  # decay 0: the average is the last update's weights
     ema.start(model, step=0)
-    g = torch.Generator().manual_seed(rank)
-    for step in range(1, 4):
-        x = torch.randn(2, 4, generator=g).bfloat16()
-        loss = (engine(x).float() - x.float().sum(1, keepdim=True)).pow(2).mean()
-        engine.backward(loss)
-        engine.step()
+    for step in _train(engine, rank):
         ema.update(model)
         if step >= 2:  # the second save into the directory replaces the first only once it is complete
             save_engine_checkpoint(engine, out, {"global_step": step}, exclude_frozen_parameters=True)
@@ -88,12 +83,35 @@ def _worker(rank: int, world: int, out: str, port: int) -> None:
     )
     engine2.load_checkpoint(out, custom_load_fn=load_with_frozen_excluded)
     resumed_masters = master_state_dict(fresh.net)
+
+    zero3 = Model(seed=1)  # the same training under ZeRO-3: every parameter partitioned across the ranks
+    engine3, *_ = deepspeed.initialize(
+        model=zero3,
+        optimizer=torch.optim.AdamW([p for p in zero3.parameters() if p.requires_grad], lr=1e-2),
+        config=dict(CONFIG, zero_optimization={"stage": 3, "stage3_param_persistence_threshold": 0}),
+    )
+    for _ in _train(engine3, rank):
+        pass
+    zero3_live = {k: p.numel() for k, p in zero3.net.named_parameters()}
+    zero3_masters = master_state_dict(zero3.net)
     if rank == 0:
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, Path(out) / "trained.pt")
         torch.save(masters, Path(out) / "masters.pt")
         torch.save(ema.state_for(model.net, prefix="net."), Path(out) / "ema.pt")
         torch.save({k: v.clone() for k, v in fresh.state_dict().items()}, Path(out) / "resumed.pt")
         torch.save(resumed_masters, Path(out) / "resumed_masters.pt")
+        torch.save({"live_numel": zero3_live, "masters": zero3_masters}, Path(out) / "zero3.pt")
+
+
+def _train(engine, rank: int, steps: int = 3):
+    """bf16 steps on this rank's own data; yields the step number after each optimizer step."""
+    g = torch.Generator().manual_seed(rank)
+    for step in range(1, steps + 1):
+        x = torch.randn(2, 4, generator=g).bfloat16()
+        loss = (engine(x).float() - x.float().sum(1, keepdim=True)).pow(2).mean()
+        engine.backward(loss)
+        engine.step()
+        yield step
 
 
 def _free_port() -> int:
@@ -153,6 +171,16 @@ def test_resume_restores_the_module_and_its_fp32_masters(ds_checkpoint):
     masters, resumed_masters = torch.load(ds_checkpoint / "masters.pt"), torch.load(ds_checkpoint / "resumed_masters.pt")
     for k, v in masters.items():
         torch.testing.assert_close(resumed_masters[k], v, rtol=0, atol=0)
+
+
+def test_zero3_final_weights_are_the_consolidated_fp32_masters(ds_checkpoint):
+    zero3 = torch.load(ds_checkpoint / "zero3.pt")
+    assert set(zero3["live_numel"].values()) == {0}  # the live parameters are empty shards on every rank
+    masters = torch.load(ds_checkpoint / "masters.pt")  # the same training under ZeRO-2
+    assert set(zero3["masters"]) == set(masters)
+    for k, v in masters.items():
+        assert zero3["masters"][k].dtype == torch.float32
+        torch.testing.assert_close(zero3["masters"][k], v, rtol=0, atol=1e-6)
 
 
 def test_src_export_writes_per_module_files_that_load_back_strictly(ds_checkpoint, tmp_path):

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from src.trainers.preemption import PREEMPTED_EXIT_CODE
@@ -60,6 +61,7 @@ def _other_file_system_tmp(tmp_path: Path) -> dict:
     return {}
 
 
+@pytest.mark.slow  # three training processes (run, kill, rerun) writing 96 MB checkpoints
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one_and_the_rerun_resumes_from_it(tmp_path):
     out = tmp_path / "run"
     proc = _start(out, "--max-steps", "400", "--every-n", "2", "--blob-mb", "96", env=_other_file_system_tmp(tmp_path))

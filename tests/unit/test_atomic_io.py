@@ -46,3 +46,34 @@ def test_what_a_killed_writer_left_is_removed_by_the_next_write(tmp_path):
 def test_atomic_open_refuses_append_modes(tmp_path):
     with pytest.raises(ValueError, match="must start with 'w'"), atomic_io.atomic_open(tmp_path / "x", "a"):
         pass
+
+
+def test_a_real_write_error_in_a_weights_file_keeps_the_previous_one(tmp_path):
+    """safetensors reports I/O errors as its own exception type; they still become a named AtomicWriteError."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = tmp_path / "net.safetensors"
+    atomic_io.save_safetensors({"w": torch.ones(4)}, path)
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+    code = (
+        "import torch; from src import atomic_io\n"
+        f"atomic_io.save_safetensors({{'w': torch.zeros(2**20)}}, {str(path)!r})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, preexec_fn=limit, timeout=120
+    )
+    assert proc.returncode != 0
+    assert f"AtomicWriteError: [Errno 27] could not write {path}: the file-size limit was reached" in proc.stderr
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(path))["w"], torch.ones(4))  # the previous file, untouched
+    assert os.listdir(tmp_path) == ["net.safetensors"]
