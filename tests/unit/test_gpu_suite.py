@@ -9,8 +9,7 @@ import pytest
 
 from bench import gpu_suite
 
-# About 30 s on an idle 2-core CPU (4-5 min on a loaded one): building the tiny models dominates.
-pytestmark = pytest.mark.slow
+# About 11 s on an idle 2-core CPU (minutes on a heavily loaded one).
 
 def test_smoke_suite_writes_every_section(tmp_path, capsys):
     out = tmp_path / "suite.json"
