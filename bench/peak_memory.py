@@ -37,7 +37,14 @@ SD15_UNET = dict(
 )
 
 
-def aa_net(stage: str, checkpointing: bool):
+# Small stand-ins with the same classes, for `bench/gpu_suite.py --smoke` on a CPU.
+TINY_UNET = dict(
+    SD15_UNET, sample_size=8, block_out_channels=(32, 64, 64, 64), cross_attention_dim=32,
+    layers_per_block=1,
+)
+
+
+def aa_net(stage: str, checkpointing: bool, unet: dict | None = None):
     from diffusers import UNet2DConditionModel
 
     from src.models.animate_anyone import AnimateAnyoneNet
@@ -45,28 +52,35 @@ def aa_net(stage: str, checkpointing: bool):
     from src.models.pose_guider import PoseGuider
     from src.trainers.performance import set_activation_checkpointing
 
+    unet = unet or SD15_UNET
+    channels = list(unet["block_out_channels"])
     guider = PoseGuider(
-        in_channels=3, injection="conv_in", block_channels=[16, 32, 96, 256], out_channels=320
+        in_channels=3, injection="conv_in", block_channels=[16, 32, 96, 256], out_channels=channels[0]
     )
-    net = AnimateAnyoneNet(UNet2DConditionModel(**SD15_UNET), UNet2DConditionModel(**SD15_UNET), guider)
+    net = AnimateAnyoneNet(UNet2DConditionModel(**unet), UNet2DConditionModel(**unet), guider)
     if stage == "temporal":
-        net.enable_temporal(build_motion_adapter([320, 640, 1280, 1280]), zero_proj_out=False)
+        net.enable_temporal(build_motion_adapter(channels, unet["layers_per_block"]), zero_proj_out=False)
     net.set_trainable(stage)
     set_activation_checkpointing(net, checkpointing)
     return net
 
 
-def aa_step(stage: str, checkpointing: bool, device) -> tuple[Callable[[], torch.Tensor], list]:
-    net = aa_net(stage, checkpointing).to(device)
-    b, t, size = (4, 1, 768) if stage == "spatial" else (1, 24, 512)
+def aa_step(
+    stage: str, checkpointing: bool, device, shape: tuple[int, int, int] | None = None, unet: dict | None = None
+) -> tuple[Callable[[], torch.Tensor], list]:
+    """`shape` = (batch, frames, pixel size); the papers' (4, 1, 768) / (1, 24, 512) by default."""
+    unet = unet or SD15_UNET
+    net = aa_net(stage, checkpointing, unet).to(device)
+    b, t, size = shape or ((4, 1, 768) if stage == "spatial" else (1, 24, 512))
     s = size // 8
+    dim = unet["cross_attention_dim"]
 
     def step() -> torch.Tensor:
         noisy = torch.randn(b, 4, t, s, s, device=device)
         pred = net(
             noisy,
             torch.randint(0, 1000, (b,), device=device),
-            torch.randn(b, 1, 768, device=device),
+            torch.randn(b, 1, dim, device=device),
             torch.randn(b, 4, s, s, device=device),
             torch.rand(b, 3, t, size, size, device=device),
         )
@@ -75,7 +89,10 @@ def aa_step(stage: str, checkpointing: bool, device) -> tuple[Callable[[], torch
     return step, [p for p in net.parameters() if p.requires_grad]
 
 
-def dc_step(checkpointing: bool, device) -> tuple[Callable[[], torch.Tensor], list]:
+def dc_step(
+    checkpointing: bool, device, experiment: str = "dynamicrafter_512", shape: tuple[int, int, int, int] | None = None
+) -> tuple[Callable[[], torch.Tensor], list]:
+    """`shape` = (batch, frames, latent h, latent w); DynamiCrafter 512's (2, 16, 40, 64) by default."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -84,26 +101,20 @@ def dc_step(checkpointing: bool, device) -> tuple[Callable[[], torch.Tensor], li
     register_resolvers()
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
-        cfg = compose("train", overrides=["experiment=dynamicrafter_512"])
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
     net = instantiate(cfg.model.net).to(device)
     net.set_trainable(False)
     net.set_gradient_checkpointing(checkpointing)
-    b, t, (h, w) = 2, 16, (320, 512)
-    emb = net.image_proj.proj_in.in_features if hasattr(net.image_proj, "proj_in") else 1280
+    b, t, h, w = shape or (2, 16, 320 // 8, 512 // 8)
+    c = net.unet.out_channels
+    emb = net.image_proj.proj_in.in_features
+    text_dim = cfg.model.net.unet.context_dim
 
     def step() -> torch.Tensor:
-        noisy = torch.randn(b, 4, t, h // 8, w // 8, device=device)
-        cond = torch.randn(b, 4, 1, h // 8, w // 8, device=device).expand(-1, -1, t, -1, -1)
-        context = net.context(
-            torch.randn(b, 77, 1024, device=device), torch.randn(b, 257, emb, device=device)
-        )
-        pred = net(
-            noisy,
-            torch.randint(0, 1000, (b,), device=device),
-            cond,
-            context,
-            torch.full((b,), 24, device=device),
-        )
+        noisy = torch.randn(b, c, t, h, w, device=device)
+        cond = torch.randn(b, c, 1, h, w, device=device).expand(-1, -1, t, -1, -1)
+        context = net.context(torch.randn(b, 77, text_dim, device=device), torch.randn(b, 257, emb, device=device))
+        pred = net(noisy, torch.randint(0, 1000, (b,), device=device), cond, context, torch.full((b,), 24, device=device))
         return (pred.float() - noisy).pow(2).mean()
 
     return step, [p for p in net.parameters() if p.requires_grad]

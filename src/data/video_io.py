@@ -7,6 +7,7 @@ torchcodec needs system FFmpeg), so shards are read with it.
 
 from __future__ import annotations
 
+import bisect
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,10 +138,17 @@ def probe_mp4(data: bytes) -> VideoInfo:
     return VideoInfo(num_frames=num_frames, fps=fps, height=height, width=width)
 
 
-def decode_mp4(data: bytes, indices: Sequence[int] | None = None) -> np.ndarray:
+def decode_mp4(
+    data: bytes, indices: Sequence[int] | None = None, *, threads: int = 1, seek: bool = True
+) -> np.ndarray:
     """Decode frames to (N, H, W, 3) uint8 RGB, in the order of `indices` (all frames if None).
 
-    Decoding stops at the largest requested index, so a clip at the start of a long video is cheap.
+    With `seek` (default) only the frames from the keyframe before each wanted run to its last wanted frame are
+    decoded: the container's packet table (demuxed, not decoded) maps frame indices to timestamps and keyframes,
+    so a clip deep in a video or a stage-1 pair (reference + target) costs a GOP or two, not a decode from frame 0.
+    `seek=False` decodes from frame 0 to the largest wanted index (the result is identical; tests compare them).
+    `threads`: FFmpeg decode threads; 1 (default) suits loader workers (8 workers x N threads would oversubscribe
+    the cores), 0 lets FFmpeg use every core (one process decoding alone).
     Raises VideoDecodeError for corrupt data and IndexError for indices past the end of the video.
     """
     wanted: list[int] | None = None if indices is None else [int(i) for i in indices]
@@ -149,31 +157,110 @@ def decode_mp4(data: bytes, indices: Sequence[int] | None = None) -> np.ndarray:
             raise ValueError("indices is empty; pass None to decode every frame")
         if min(wanted) < 0:
             raise IndexError(f"negative frame index in {wanted}; indices count from 0")
-    last = None if wanted is None else max(wanted)
-    needed = None if wanted is None else set(wanted)
-    decoded: dict[int, np.ndarray] = {}
-    ordered: list[np.ndarray] = []
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = FFmpeg's choice), got {threads}")
     container = _open(data)
-    count = 0
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for count, frame in enumerate(container.decode(stream), start=1):
-            index = count - 1
-            if needed is None:
-                ordered.append(frame.to_ndarray(format="rgb24"))
-            elif index in needed:
-                decoded[index] = frame.to_ndarray(format="rgb24")
-            if last is not None and index >= last:
-                break
-    except av.FFmpegError as exc:
-        raise VideoDecodeError(f"decoding failed after {count} frames: {exc}") from exc
+        stream.thread_type = "AUTO" if threads != 1 else "NONE"
+        stream.codec_context.thread_count = threads
+        if wanted is None:
+            frames = [frame.to_ndarray(format="rgb24") for frame in _decode_all(container, stream)]
+            if not frames:
+                raise VideoDecodeError("the video stream decoded to 0 frames")
+            return np.stack(frames)
+        decoded = _decode_seeking(container, stream, sorted(set(wanted))) if seek else None
+        if decoded is None:  # no usable packet table, or a seek that did not land where the table said
+            container.close()
+            container = _open(data)
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO" if threads != 1 else "NONE"
+            stream.codec_context.thread_count = threads
+            decoded = _decode_from_start(container, stream, set(wanted))
     finally:
         container.close()
-    if wanted is None:
-        if not ordered:
-            raise VideoDecodeError("the video stream decoded to 0 frames")
-        return np.stack(ordered)
-    if last not in decoded:
-        raise IndexError(f"frame index {last} is out of range for a video with {count} decoded frames")
     return np.stack([decoded[i] for i in wanted])
+
+
+def _decode_all(container: av.container.InputContainer, stream: av.VideoStream):
+    count = 0
+    try:
+        for count, frame in enumerate(container.decode(stream), start=1):  # noqa: B007 (count read in except)
+            yield frame
+    except av.FFmpegError as exc:
+        raise VideoDecodeError(f"decoding failed after {count} frames: {exc}") from exc
+
+
+def _decode_from_start(container, stream, needed: set[int]) -> dict[int, np.ndarray]:
+    """Frames `needed`, decoding from frame 0 up to the largest one."""
+    last = max(needed)
+    decoded: dict[int, np.ndarray] = {}
+    index = -1
+    for index, frame in enumerate(_decode_all(container, stream)):
+        if index in needed:
+            decoded[index] = frame.to_ndarray(format="rgb24")
+        if index >= last:
+            break
+    if last not in decoded:
+        raise IndexError(f"frame index {last} is out of range for a video with {index + 1} decoded frames")
+    return decoded
+
+
+def _packet_table(container, stream) -> tuple[list[int], list[int]] | None:
+    """(pts of every frame in presentation order, indices of keyframes), by demuxing only; None if unusable."""
+    pts, key_pts = [], []
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(int(packet.pts))
+            if packet.is_keyframe:
+                key_pts.append(int(packet.pts))
+    except av.FFmpegError as exc:
+        raise VideoDecodeError(f"cannot read the video packets: {exc}") from exc
+    pts.sort()
+    if not pts or len(set(pts)) != len(pts) or not key_pts:
+        return None
+    position = {p: i for i, p in enumerate(pts)}
+    return pts, sorted(position[p] for p in key_pts)
+
+
+def _decode_seeking(container, stream, wanted: list[int]) -> dict[int, np.ndarray] | None:
+    """Frames `wanted` (sorted, unique): seek to the keyframe before each run of wanted frames and decode forward.
+
+    Returns None when the packet table is unusable or a seek lands after the frame it was meant for (the caller
+    then decodes from frame 0)."""
+    table = _packet_table(container, stream)
+    if table is None:
+        return None
+    pts, keyframes = table
+    if wanted[-1] >= len(pts):
+        raise IndexError(f"frame index {wanted[-1]} is out of range for a video with {len(pts)} frames")
+    index_of = {p: i for i, p in enumerate(pts)}
+    decoded: dict[int, np.ndarray] = {}
+    todo = list(wanted)
+    while todo:
+        start = keyframes[bisect.bisect_right(keyframes, todo[0]) - 1] if keyframes[0] <= todo[0] else None
+        if start is None:
+            return None
+        container.seek(pts[start], stream=stream, backward=True, any_frame=False)
+        first = True
+        for frame in _decode_all(container, stream):
+            index = index_of.get(frame.pts)
+            if index is None or (first and index > todo[0]):
+                return None
+            first = False
+            if index > todo[0]:  # the decoder skipped a wanted frame
+                return None
+            if index == todo[0]:
+                decoded[todo.pop(0)] = frame.to_ndarray(format="rgb24")
+                if not todo:
+                    break
+                next_key = keyframes[bisect.bisect_right(keyframes, todo[0]) - 1]
+                if next_key > index + 1:  # a later keyframe is closer to the next wanted frame: seek again
+                    break
+        else:
+            return None  # ran off the end without the wanted frames
+    return decoded

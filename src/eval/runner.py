@@ -62,8 +62,6 @@ def shard_slice(items: Sequence[Any], index: int, count: int) -> list[Any]:
     return list(items[n * index // count : n * (index + 1) // count])
 
 
-
-
 def _scoring_signature(e: DictConfig) -> dict:
     plain = OmegaConf.to_container(e, resolve=True)
     return {k: v for k, v in plain.items() if k not in _PER_JOB_KEYS}

@@ -1,5 +1,5 @@
-"""Callbacks built from `callbacks:` config: checkpoints, learning rate, throughput, sample videos, preemption,
-NaN/Inf guard."""
+"""Callbacks built from `callbacks:` config: checkpoints, learning rate, speed (samples/s, TFLOP/s, MFU), progress,
+sample videos, preemption, NaN/Inf guard."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from src.data.video_io import write_mp4
 from src.trainers.nonfinite import build_nonfinite_guard
 from src.trainers.preemption import PreemptionCheckpoint
+from src.trainers.progress_lines import build_progress
+from src.trainers.speed_monitor import build_speed_monitor
 
 
 def to_uint8_frames(video: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -82,7 +84,8 @@ class LoggedLearningRateMonitor(LearningRateMonitor):
             super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
-def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
+def build_callbacks(cfg: DictConfig, stage_dir: Path, stage: str = "train", progress_bar: bool = False) -> list[Callback]:
+    """`progress_bar`: the trainer shows progress (`trainer.enable_progress_bar`), as a bar or as plain lines."""
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=str(stage_dir / "checkpoints"),
@@ -96,8 +99,12 @@ def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
     ]
     if cfg.get("learning_rate_monitor", False):
         callbacks.append(LoggedLearningRateMonitor(logging_interval="step"))
-    if cfg.get("throughput", False):
-        callbacks.append(ThroughputMonitor(batch_size_fn=batch_size_of))
+    speed = build_speed_monitor(cfg.get("speed"), batch_size_of)
+    if speed is not None:
+        callbacks.append(speed)
+    progress = build_progress(cfg.get("progress"), stage) if progress_bar else None
+    if progress is not None:
+        callbacks.append(progress)
     if cfg.get("sample_videos"):
         callbacks.append(
             SampleVideoWriter(stage_dir / "samples", cfg.sample_videos.max_videos, cfg.sample_videos.fps)

@@ -172,7 +172,8 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     init_weights = init_weights or cfg.model.get("init_weights")
     module = build_module(cfg, name, init_weights)
     loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, name)
-    callbacks = build_callbacks(cfg.callbacks, stage_dir) + build_scale_callbacks(cfg)
+    progress_bar = bool(cfg.trainer.get("enable_progress_bar", True))
+    callbacks = build_callbacks(cfg.callbacks, stage_dir, stage=name, progress_bar=progress_bar) + build_scale_callbacks(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
     trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
     readable_logs()  # after Lightning and the loggers are imported: their duplicate handlers go

@@ -64,7 +64,7 @@ def main() -> None:
     cfg = OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml")
     cfg.checkpoint.every_n_train_steps = args.every_n
     cfg.checkpoint.save_top_k = 0  # only last.ckpt: the file a rerun resumes from
-    cfg.learning_rate_monitor = cfg.throughput = False
+    cfg.learning_rate_monitor = cfg.speed.enabled = False
     cfg.sample_videos = None
     last = out / "checkpoints" / "last.ckpt"
     resumed = checkpoint_step(last) if checkpoint_exists(last) else None

@@ -40,14 +40,22 @@ def tiny_run(run_dir: Path, cache: Path, *extra: str, check: bool = True):
 
 def test_both_stages_write_checkpoints_weights_samples_and_summary(tmp_path, demo_cache):
     run_dir = tmp_path / "run"
-    tiny_run(
+    proc = tiny_run(
         run_dir,
         demo_cache,
         "stages.spatial.trainer.max_steps=3",
         "stages.spatial.trainer.val_check_interval=3",
         "stages.temporal.trainer.max_steps=2",
         "stages.temporal.trainer.val_check_interval=2",
+        "callbacks.speed.every_n_steps=1",
+        "callbacks.progress.every_n_steps=2",
     )
+    # stdout is a pipe, not a TTY: plain progress lines every 2 steps and at the last, with measured speed
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[spatial] step")]
+    assert [line.split()[2] for line in lines] == ["2/3", "3/3"], proc.stdout[-2000:]
+    assert all(" loss 0." in line and "samples/s -" not in line and "TFLOP/s -" not in line for line in lines)
+    assert any(line.startswith("[temporal] step 2/2 loss") for line in proc.stdout.splitlines())
+    assert "callbacks.speed: one training step = " in proc.stdout + proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages_run"] == ["spatial", "temporal"]
     assert summary["steps"] == {"spatial": 3, "temporal": 2}
@@ -61,7 +69,8 @@ def test_both_stages_write_checkpoints_weights_samples_and_summary(tmp_path, dem
     assert {"ssim", "psnr", "iou"} <= set(scores["trained"])
     # evaluation.num_frames=4 at the demo's stride 2 from start_frame 2, reference frame 0
     assert summary["heldout"]["protocol"] == {"reference_frame": 0, "scored_frames": [2, 4, 6, 8]}
-    assert (run_dir / "spatial" / "csv" / "metrics.csv").is_file()
+    header = (run_dir / "spatial" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/device/samples_per_sec", "train/device/flops_per_sec"} <= set(header)
 
 
 def test_stage_selection_and_temporal_needs_spatial_weights(tmp_path, demo_cache):

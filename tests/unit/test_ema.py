@@ -160,3 +160,28 @@ def test_zero3_is_refused(monkeypatch):
     fake = type("T", (), {"strategy": strategy})()
     with pytest.raises(RuntimeError, match="ZeRO-3"):
         EMACallback.check_strategy(fake)
+
+
+def test_fused_update_over_chunks_equals_per_parameter_lerp(monkeypatch):
+    """300 trainable tensors (two chunks) and one bf16 weight: fused chunks give the per-parameter average."""
+    import src.trainers.ema as ema_module
+
+    torch.manual_seed(0)
+    net = nn.ModuleList([nn.Linear(3, 2) for _ in range(150)])
+    net[0].to(torch.bfloat16)
+    ema = EMACallback(decay=0.9, warmup_power=None)
+    ema.start(net, step=0)
+    start = {n: t.clone() for n, t in ema.shadow.items()}
+    assert len(start) == 300 and all(t.dtype == torch.float32 for t in start.values())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    calls = []
+    fused = torch._foreach_lerp_
+    monkeypatch.setattr(torch, "_foreach_lerp_", lambda a, b, w: calls.append(len(a)) or fused(a, b, w))
+    ema.update(net)
+    assert calls == [ema_module.FOREACH_CHUNK, 300 - ema_module.FOREACH_CHUNK]  # not one call per parameter
+    for name, p in net.named_parameters():
+        expected = 0.9 * start[name].double() + 0.1 * p.detach().double()
+        torch.testing.assert_close(ema.shadow[name].double(), expected, rtol=1e-6, atol=1e-6)
+        assert ema.shadow[name].dtype == torch.float32

@@ -94,3 +94,44 @@ def test_write_mp4_and_fractional_fps(tmp_path) -> None:
     info = probe_mp4(path.read_bytes())
     assert info.num_frames == 5
     assert info.fps == pytest.approx(29.97, abs=0.01)
+
+
+def noisy_video(num_frames: int, seed: int = 0) -> np.ndarray:
+    """Random content so every frame differs and B-frames are used (libx264 medium)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (1, 32, 32, 3))
+    drift = rng.integers(-20, 21, (num_frames, 1, 1, 3)).cumsum(axis=0)
+    return np.clip(base + drift + rng.integers(-8, 9, (num_frames, 32, 32, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fps", [8, 29.97])
+def test_seeking_decode_equals_the_decode_from_frame_0_and_decodes_only_from_the_keyframe(monkeypatch, fps) -> None:
+    import src.data.video_io as video_io
+
+    data = encode_mp4(noisy_video(64), fps=fps, gop=8)
+    full = decode_mp4(data, seek=False)
+    counted = []
+    original = video_io._decode_all
+
+    def counting(container, stream):
+        for frame in original(container, stream):
+            counted.append(frame.pts)
+            yield frame
+
+    def no_fallback(*_):
+        raise AssertionError("the seeking decode fell back to decoding from frame 0")
+
+    monkeypatch.setattr(video_io, "_decode_all", counting)
+    monkeypatch.setattr(video_io, "_decode_from_start", no_fallback)
+    rng = np.random.default_rng(1)
+    cases = [[60], [5, 50], [50, 5, 50], list(range(40, 64, 1)), list(range(0, 48, 2)), [63, 0]]
+    cases += [sorted(rng.choice(64, size=2, replace=False).tolist()) for _ in range(6)]
+    for indices in cases:
+        counted.clear()
+        np.testing.assert_array_equal(decode_mp4(data, indices), full[indices], err_msg=str(indices))
+        if indices == [60]:  # from keyframe 56: 5 frames, not 61
+            assert len(counted) == 5, counted
+        if indices == [5, 50]:  # 0..5, then a seek to keyframe 48: 48..50
+            assert len(counted) == 9, counted
+    with pytest.raises(IndexError, match="out of range"):
+        decode_mp4(data, [3, 64])

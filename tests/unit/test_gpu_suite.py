@@ -1,0 +1,31 @@
+"""`bench/gpu_suite.py --smoke`: the one-command GPU suite runs end to end on the CPU at tiny shapes (CI keeps it
+working) and writes its JSON with every section filled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import gpu_suite
+
+# About 11 s on an idle 2-core CPU (minutes on a heavily loaded one).
+
+def test_smoke_suite_writes_every_section(tmp_path, capsys):
+    out = tmp_path / "suite.json"
+    gpu_suite.main(["--smoke", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["smoke"] and report["device"] == "cpu" and report["peak_tflops"] is None
+    assert set(report["steps"]) == set(gpu_suite.configs(smoke=True))
+    for name, entry in report["steps"].items():
+        assert entry["flops_per_step"] > 0, name
+        for variant in entry["variants"]:
+            assert "error" not in variant, (name, variant)
+            # TFLOP/s is the counted FLOPs over the measured step time
+            assert variant["tflops"] * 1e12 * variant["step_s"] == pytest.approx(entry["flops_per_step"])
+        assert {v["checkpointing"] for v in entry["variants"]} == {False, True}
+    assert report["ema"]["tensors"] > 600 and report["ema"]["foreach_ms"] > 0  # an SD1.5 UNet's parameter list
+    assert report["i3d"]["clips_per_s"] > 0
+    assert report["loader"]["samples_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "config" in printed and "MFU" in printed and f"wrote {out}" in printed
