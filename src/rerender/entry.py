@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255
+    return torch.from_numpy(np.array(frames)).to(device).permute(0, 3, 1, 2).float() / 255
 
 
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:

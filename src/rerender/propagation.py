@@ -8,11 +8,13 @@ spread over its channels, as Ebsynth does. The PatchMatch field starts from the 
 
 What beats the plain bidirectional flow-warp blend (`use_warp`): where the chained flow j -> k is visible at
 every step and the warped key input agrees with frame j (colour residual under `warp_tolerance`), the
-direction keeps the warped key (one bilinear sample, no patch-vote blur); elsewhere (disocclusions, flow
-failures) it keeps the patch synthesis. `blend="validity"` then mixes the two directions linearly where both
-kept the warp, takes the one that did where only one did, and picks by patch error elsewhere;
-`blend="official"` is Rerender's error-based selection + histogram-preserving blend; `poisson` adds the
-screened Poisson solve. Frames `t 3 h w` float in [0, 1].
+direction keeps the warped key (one bilinear sample, no patch-vote blur); where only the last step j-1 -> j
+is visible and agrees, it carries its own previous result (so re-synthesised content moves with the scene
+instead of being drawn anew each frame); only the rest (disocclusions, flow failures) keeps the patch
+synthesis, and only there is PatchMatch searched. The two directions are then mixed linearly by distance
+(`blend="linear"`), or with Rerender's error-based selection + histogram-preserving blend
+(`blend="official"`), or by which direction kept its warp (`"validity"`); `temporal_smoothing` then mixes each
+non-key frame with its flow-carried neighbours (temporal_filter.py); `poisson` adds the screened Poisson solve. Frames `t 3 h w` float in [0, 1].
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import Tensor
 from src.rerender.blending import histogram_preserving_blend, screened_poisson, select_by_error
 from src.rerender.flow import PairFlows, chain_to_key, warp
 from src.rerender.patchmatch import PatchMatchSettings, synthesize
+from src.rerender.temporal_filter import temporal_filter
 
 __all__ = ["DirectionResult", "Propagator", "interval_weight"]
 
@@ -78,7 +81,8 @@ class Propagator:
         patchmatch_iters: int = 6,
         use_warp: bool = True,
         warp_tolerance: float = 0.06,
-        blend: str = "validity",
+        blend: str = "linear",
+        temporal_smoothing: float = 0.7,
         poisson: bool = False,
         poisson_weight: float = 0.5,
         seed: int = 0,
@@ -89,6 +93,7 @@ class Propagator:
         self.settings = PatchMatchSettings(patch_size, search_vote_iters, patchmatch_iters)
         self.use_warp, self.warp_tolerance = use_warp, warp_tolerance
         self.blend, self.poisson, self.poisson_weight, self.seed = blend, poisson, poisson_weight, seed
+        self.temporal_smoothing = temporal_smoothing
 
     def guide_weights(self, device: torch.device) -> Tensor:
         """Per-channel weights: colour 3, edge 1, temporal 3, positional 2 channels; a guide's weight is
@@ -105,25 +110,32 @@ class Propagator:
         src_guide = torch.cat([frames[key], _edges(frames[key]), style, _coordinates(h, w, None, device)])
         previous = style
         for j, to_key, visible in chain_to_key(pairs, key, targets):
-            step = pairs.backward[j - 1 : j] if j > key else pairs.forward[j : j + 1]
+            if j > key:
+                step, step_visible, before = pairs.backward[j - 1 : j], pairs.backward_valid[j - 1 : j], j - 1
+            else:
+                step, step_visible, before = pairs.forward[j : j + 1], pairs.forward_valid[j : j + 1], j + 1
             carried = warp(previous[None], step, "nearest")[0]
             tgt_guide = torch.cat([frames[j], _edges(frames[j]), carried, _coordinates(h, w, to_key, device)])
-            warped = warp(style[None], to_key)[0]
             if self.use_warp:
-                residual = (warp(frames[key][None], to_key)[0] - frames[j]).abs().mean(0)
-                residual = F.max_pool2d(residual[None, None], 3, 1, 1)[0, 0]
-                kept = visible[0, 0] & (residual < self.warp_tolerance)
+                kept = visible[0, 0] & self._agrees(frames[key], frames[j], to_key)
+                moved = step_visible[0, 0] & ~kept & self._agrees(frames[before], frames[j], step)
                 reach = 2 * self.settings.patch_size + 1  # searched pixels: the rest, and a margin for the vote
-                active = F.max_pool2d((~kept)[None, None].float(), reach, 1, reach // 2)[0, 0] > 0
+                active = F.max_pool2d((~(kept | moved))[None, None].float(), reach, 1, reach // 2)[0, 0] > 0
             else:
-                kept = torch.zeros(h, w, dtype=torch.bool, device=device)
+                kept = moved = torch.zeros(h, w, dtype=torch.bool, device=device)
                 active = None
             synth, _, error = synthesize(
                 src_guide, tgt_guide, style, weights, self.settings, to_key[0].flip(0), generator, active
             )
-            output = torch.where(kept, warped, synth)
+            output = torch.where(kept, warp(style[None], to_key)[0], synth)
+            output = torch.where(moved, warp(previous[None], step)[0], output)
             previous = output
-            yield j, DirectionResult(output, kept, error)
+            yield j, DirectionResult(output, kept | moved, error)
+
+    def _agrees(self, source: Tensor, target: Tensor, flow: Tensor) -> Tensor:
+        """Pixels of `target` whose input colour matches `source` warped by `flow` (3x3 max residual)."""
+        residual = (warp(source[None], flow)[0] - target).abs().mean(0)
+        return F.max_pool2d(residual[None, None], 3, 1, 1)[0, 0] < self.warp_tolerance
 
     def combine(self, fw: DirectionResult, bw: DirectionResult, w_bw: float) -> Tensor:
         """Blend the two directions of one frame (see the module docstring)."""
@@ -170,4 +182,4 @@ class Propagator:
             backward = dict(self.direction(frames, k1, keys[k1].to(frames), pairs, inner[::-1]))
             for j in inner:
                 out[j] = self.combine(forward[j], backward[j], interval_weight(j, k0, k1))
-        return out.clamp(0, 1)
+        return temporal_filter(out.clamp(0, 1), pairs, order, self.temporal_smoothing)

@@ -51,3 +51,19 @@ def test_selection_penalises_the_far_source():
     assert select_by_error(err_fw, err_bw, 0.5).tolist() == [True, True]
     assert select_by_error(err_fw, err_bw, 0.9).tolist() == [False, False]  # near the later key
     assert select_by_error(err_fw, err_bw, 0.1).tolist() == [True, True]
+
+
+def test_temporal_filter_damps_flicker_and_keeps_key_frames():
+    from src.rerender.flow import PairFlows
+    from src.rerender.temporal_filter import temporal_filter
+
+    torch.manual_seed(2)
+    t, h, w = 7, 8, 10
+    still = torch.full((t, 3, h, w), 0.5) + 0.1 * torch.randn(t, 3, h, w)  # a still scene with flicker
+    zero = torch.zeros(t - 1, 2, h, w)
+    visible = torch.ones(t - 1, 1, h, w, dtype=torch.bool)
+    pairs = PairFlows(zero, zero, visible, visible)
+    out = temporal_filter(still, pairs, [0, 6], 0.7)
+    assert torch.equal(out[0], still[0]) and torch.equal(out[6], still[6])
+    assert (out[1:] - out[:-1]).pow(2).mean() < 0.5 * (still[1:] - still[:-1]).pow(2).mean()
+    assert torch.equal(temporal_filter(still, pairs, [0], 0.0), still)
