@@ -2,7 +2,7 @@
 time per non-key frame and the scores (PSNR / SSIM on non-key frames, temporal warp MSE), printed and
 written to bench/results/.
 
-    python -m bench.rerender_propagation --frames 31 --height 64 --width 96 --interval 10 --device cpu
+    python -m bench.rerender_propagation --frames 13 --height 48 --width 64 --interval 6 --device cpu
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from src.rerender.scoring import score_video
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=31)
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=96)
-    parser.add_argument("--interval", type=int, default=10)
+    parser.add_argument("--frames", type=int, default=13)
+    parser.add_argument("--height", type=int, default=48)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--interval", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
