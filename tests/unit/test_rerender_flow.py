@@ -33,8 +33,11 @@ def test_compose_adds_constant_flows_and_tracks_what_leaves_the_frame():
     total, valid = compose_flows(f1, f2, ones, ones)
     assert torch.allclose(total[:, 0], torch.full((1, h, w), 2.0))
     assert torch.allclose(total[:, 1, :, : w - 2], torch.full((1, h, w - 2), -1.0))  # where x + 2 is in frame
-    assert not valid[0, 0, :, -2:].any() and valid[0, 0, 1:, : w - 2].all()  # x + 2 leaves the frame; y - 1 too
-    assert not valid[0, 0, 0].any()
+    assert not valid[0, 0, :, -2:].any() and valid[0, 0, :, : w - 2].all()  # x + 2 leaves the frame
+    occluded_b = ones.clone()
+    occluded_b[0, 0, 4, 7] = False  # a pixel of b hidden in c: the a-pixel that lands on it is invalid
+    _, valid = compose_flows(f1, f2, ones, occluded_b)
+    assert not valid[0, 0, 4, 5] and int((~valid[0, 0, :, : w - 2]).sum()) == 1
 
 
 def test_nearest_and_bilinear_warps_agree_on_integer_flow():
