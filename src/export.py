@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from src import atomic_io
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +170,7 @@ def group_by_submodule(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, d
 
 def _save(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype, metadata: dict[str, str]) -> None:
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    atomic_io.save_safetensors(tensors, path, metadata=metadata)
 
 
 def export_checkpoint(
@@ -217,7 +217,7 @@ def export_checkpoint(
         "frozen_keys_excluded": excluded,
         "files": files,
     }
-    (out / "index.json").write_text(json.dumps(index, indent=2))
+    atomic_io.write_json(out / "index.json", index)
     if excluded:
         log.warning(
             "%d frozen keys of net are not in the checkpoint: wrote per-module files only; pass --base to write net.safetensors",

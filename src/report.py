@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from src import atomic_io
 from src.eval.published import CAVEATS, PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, wandb_mode
     out.mkdir(parents=True, exist_ok=True)
     tables = collect([Path(d) for d in run_dirs])
     paths = {"md": out / "report.md", "html": out / "report.html"}
-    paths["md"].write_text(markdown(tables))
-    paths["html"].write_text(html_report(tables))
+    atomic_io.write_text(paths["md"], markdown(tables))
+    atomic_io.write_text(paths["html"], html_report(tables))
     log_to_wandb(tables, wandb_mode, out, project)
     return paths
 

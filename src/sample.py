@@ -8,7 +8,6 @@ center-cropped to the stage's `data.size`. Layouts: images `c h w` in [-1, 1]; v
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from src import atomic_io
 from src.config import register_resolvers
 
 register_resolvers()
@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> list[dict]:
         else overrides,
         "seed": int(cfg.seed),
     }
-    (out / "samples.json").write_text(json.dumps({"settings": settings, "videos": records}, indent=2))
+    atomic_io.write_json(out / "samples.json", {"settings": settings, "videos": records})
     return records
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from src import atomic_io
+
 
 def expand_sweep(spec: Sequence[str]) -> list[list[str]]:
     """The cartesian product of a multirun spec, in Hydra's order (the last key varies fastest)."""
@@ -54,10 +56,7 @@ def write_overrides_file(path: Path, tasks: Sequence[Sequence[str]]) -> Path:
     """Writes one line per task; line i (from 0) is array task i."""
     if not tasks:
         raise ValueError("the sweep is empty: give at least one override (e.g. seed=1,2).")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(format_task_line(t) + "\n" for t in tasks))
-    return path
+    return atomic_io.write_text(Path(path), "".join(format_task_line(t) + "\n" for t in tasks))
 
 
 def read_task(path: Path, index: int) -> list[str]:

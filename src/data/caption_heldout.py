@@ -9,7 +9,7 @@ training batch's keys: "video" `c t h w` float in [-1, 1], "caption", "frame_str
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig
@@ -22,11 +22,12 @@ from src.data.caption_video_dataset import (
     fitting_stride,
     to_model_video,
 )
+from src.data.clip_sampling import ClipTooShort
 from src.data.sample_stream import SampleError
 from src.data.shards import list_shards
 from src.data.video_io import decode_mp4, probe_mp4
 
-__all__ = ["CaptionHeldoutClips", "load_caption_heldout", "val_loader_from_config"]
+__all__ = ["CaptionHeldoutClips", "caption_clip_item", "load_caption_heldout", "val_loader_from_config"]
 
 
 class CaptionHeldoutClips(Dataset):
@@ -42,7 +43,12 @@ class CaptionHeldoutClips(Dataset):
         return self.items[index]
 
 
-def _clip_item(raw: dict[str, Any], num_frames: int, stride: int, size, caption_key: str) -> dict[str, Any]:
+def caption_clip_item(
+    raw: dict[str, Any], num_frames: int, stride: int, size, caption_key: str,
+    start_of: Callable[[int], int] | None = None,
+) -> dict[str, Any]:
+    """One evaluation clip from a raw webdataset sample ("__key__", "mp4", "json" bytes). `start_of` maps the
+    video's frame count to the clip's first frame (None: frame 0, as validation does)."""
     key = raw["__key__"]
     for entry in ("mp4", "json"):
         if entry not in raw:
@@ -51,7 +57,13 @@ def _clip_item(raw: dict[str, Any], num_frames: int, stride: int, size, caption_
     caption, fell_back = choose_caption(meta, caption_key)
     info = probe_mp4(raw["mp4"])
     fitting_stride(info.num_frames, num_frames, stride, stride)  # raises if the fixed stride does not fit
-    frames = decode_mp4(raw["mp4"], [i * stride for i in range(num_frames)])
+    start = start_of(info.num_frames) if start_of is not None else 0
+    if start + (num_frames - 1) * stride >= info.num_frames:
+        raise ClipTooShort(
+            f"a clip of {num_frames} frames at stride {stride} from frame {start} needs "
+            f"{start + (num_frames - 1) * stride + 1} frames but the video has {info.num_frames}"
+        )
+    frames = decode_mp4(raw["mp4"], [start + i * stride for i in range(num_frames)])
     fps = float(meta.get("fps") or info.fps)
     return {
         "video": to_model_video(frames, tuple(size)),
@@ -83,7 +95,7 @@ def load_caption_heldout(
         if len(items) >= num_videos:
             break
         try:
-            items.append(_clip_item(raw, num_frames, stride, size, caption_key))
+            items.append(caption_clip_item(raw, num_frames, stride, size, caption_key))
         except Exception as exc:
             raise SampleError(
                 f"cannot use held-out sample {raw.get('__key__')} from {raw.get('__url__')}: {exc}. Lower "

@@ -62,19 +62,41 @@ class HeldoutClips(Dataset):
     def __getitem__(self, index: int) -> dict:
         video = self.items[index]
         idx = np.asarray(self.frame_indices)
-        item = {
-            "key": video["key"],
-            "reference": _to_tensor(
-                video["frames"][self.reference_index : self.reference_index + 1], self.size, -1, 1
-            )[:, 0],
-            "pose": _to_tensor(video["pose"][idx], self.size, 0, 1, kind="pose"),
-            "frames": _to_tensor(video["frames"][idx], self.size, -1, 1),
-        }
-        if video.get("silhouette") is not None:
-            sil = torch.from_numpy(np.asarray(video["silhouette"])[idx]).float()[:, None]
-            item["silhouette"] = F.interpolate(sil, size=self.size, mode="nearest")[:, 0] > 0.5
-            item["background"] = _to_tensor(np.asarray(video["background"])[None], self.size, -1, 1)[:, 0]
-        return item
+        silhouette = video.get("silhouette")
+        return clip_item(
+            video["key"],
+            video["frames"][self.reference_index : self.reference_index + 1],
+            video["frames"][idx],
+            video["pose"][idx],
+            self.size,
+            None if silhouette is None else np.asarray(silhouette)[idx],
+            video.get("background"),
+        )
+
+
+def clip_item(
+    key: str,
+    reference: np.ndarray,
+    frames: np.ndarray,
+    pose: np.ndarray,
+    size: Sequence[int],
+    silhouette: np.ndarray | None = None,
+    background: np.ndarray | None = None,
+) -> dict:
+    """One evaluation clip from the frames it scores (`t h w c` uint8; reference `1 h w c`), sized as in
+    training: the one conversion behind both the in-memory clips and the streamed test sets."""
+    size = tuple(size)
+    item = {
+        "key": key,
+        "reference": _to_tensor(reference, size, -1, 1)[:, 0],
+        "pose": _to_tensor(pose, size, 0, 1, kind="pose"),
+        "frames": _to_tensor(frames, size, -1, 1),
+    }
+    if silhouette is not None:
+        sil = torch.from_numpy(np.asarray(silhouette)).float()[:, None]
+        item["silhouette"] = F.interpolate(sil, size=size, mode="nearest")[:, 0] > 0.5
+        item["background"] = _to_tensor(np.asarray(background)[None], size, -1, 1)[:, 0]
+    return item
 
 
 def load_heldout_clips(

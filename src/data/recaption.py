@@ -28,6 +28,7 @@ from typing import Any
 
 from webdataset.tariterators import tarfile_samples
 
+from src import atomic_io
 from src.data.shards import MANIFEST_NAME, ShardSetWriter, list_shards
 
 __all__ = [
@@ -254,7 +255,7 @@ def recaption_shards(
                 f"{counts['with_new_caption']} with new captions"
             )
     manifest = writer.close()
-    (out / UNCAPTIONED_FILE).write_text("".join(f"{videoid}\n" for videoid in uncaptioned))
+    atomic_io.write_text(out / UNCAPTIONED_FILE, "".join(f"{videoid}\n" for videoid in uncaptioned))
     manifest["recaption"] = {
         **counts,
         "uncaptioned_ids_first": uncaptioned[:_SHOWN_IDS],
@@ -264,9 +265,7 @@ def recaption_shards(
         "table_duplicate_ids": table.duplicate_ids,
         "table_ids_matched": len(table.used_ids),
     }
-    tmp = out / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, out / MANIFEST_NAME)
+    atomic_io.write_json(out / MANIFEST_NAME, manifest, default=str)
     log(
         f"[recaption] {counts['samples']} samples: {counts['with_new_caption']} with new captions "
         f"(motion {counts['with_motion_caption']}, scene {counts['with_scene_caption']}), "

@@ -21,6 +21,8 @@ import braceexpand
 import numpy as np
 import webdataset as wds
 
+from src import atomic_io
+
 __all__ = [
     "MANIFEST_NAME",
     "ShardSetWriter",
@@ -151,9 +153,7 @@ class ShardSetWriter:
             "args": {"maxcount": self.maxcount, "maxsize": self.maxsize, **self.creation_args},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        tmp = self.out_dir / f".{MANIFEST_NAME}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
-        os.replace(tmp, self.out_dir / MANIFEST_NAME)
+        atomic_io.write_json(self.out_dir / MANIFEST_NAME, manifest, default=str)
         return manifest
 
     def __enter__(self) -> ShardSetWriter:

@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from src import atomic_io
+
 __all__ = ["VideoDecodeError", "VideoInfo", "decode_mp4", "encode_mp4", "probe_mp4", "write_mp4"]
 
 
@@ -86,11 +88,8 @@ def encode_mp4(
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, **encode_kwargs) -> Path:
-    """Encode frames with `encode_mp4` and write them to `path` (parent folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_mp4(frames, fps, **encode_kwargs))
-    return path
+    """Encode frames with `encode_mp4` and write them to `path` atomically (parent folders are created)."""
+    return atomic_io.write_bytes(path, encode_mp4(frames, fps, **encode_kwargs))
 
 
 def _open(data: bytes) -> av.container.InputContainer:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from src import atomic_io
 from src.data.make_shards import key_from_relative_path
 from src.data.shards import MANIFEST_NAME, ShardSetWriter
 from src.data.video_io import VideoDecodeError, decode_mp4, encode_mp4, probe_mp4
@@ -263,9 +264,7 @@ def _run_chunk(task: _ChunkTask) -> dict[str, Any]:
         "skipped": manifest["skipped"],
     }
     marker = state / f"chunk-{task.index:06d}.json"
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, marker)
+    atomic_io.write_json(marker, record, indent=1)
     shutil.rmtree(scratch, ignore_errors=True)
     return record
 
@@ -336,9 +335,7 @@ def _prepare_out(out: Path, prefix: str, settings: dict[str, Any], overwrite: bo
             f"or pass --overwrite to replace the '{prefix}-*.tar' shards"
         )
     state.mkdir(parents=True, exist_ok=True)
-    tmp = run_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, run_file)
+    atomic_io.write_json(run_file, settings, indent=1)
     done = {int(p.stem.split("-")[1]) for p in state.glob("chunk-*.json")}
     for path in ours:  # shards of chunks that did not finish (a stopped run) are stale
         chunk = path.name[len(prefix) + 2 :].split("-")[0]
@@ -372,9 +369,7 @@ def _write_manifest(
         "args": settings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = out / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, out / MANIFEST_NAME)
+    atomic_io.write_json(out / MANIFEST_NAME, manifest, default=str)
     return manifest
 
 

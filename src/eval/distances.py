@@ -72,6 +72,21 @@ def unbiased_mmd2(x: Tensor, y: Tensor, degree: int, gamma: float, coef: float) 
     return term_xx + term_yy - 2 * k_xy.mean()
 
 
+def _tfgan_block_bounds(n_x: int, n_y: int, block_size: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(start, end) of each block of both sets, as TF-GAN's kernel_classifier_distance splits them."""
+    n_blocks = -(-max(n_x, n_y) // block_size)
+
+    def bounds(n: int) -> list[tuple[int, int]]:
+        base, extra = divmod(n, n_blocks)
+        sizes = [base] * (n_blocks - extra) + [base + 1] * extra
+        if min(sizes) < 2:
+            raise ValueError(f"{n} samples cannot fill {n_blocks} blocks of at least 2; raise block_size")
+        ends = torch.tensor(sizes).cumsum(0).tolist()
+        return list(zip([0, *ends[:-1]], ends))
+
+    return bounds(n_x), bounds(n_y)
+
+
 def polynomial_mmd_per_subset(
     x: ArrayLike,
     y: ArrayLike,
@@ -81,12 +96,15 @@ def polynomial_mmd_per_subset(
     subsets: int | None = None,
     subset_size: int | None = None,
     seed: int = 0,
+    block_size: int | None = None,
 ) -> Tensor:
     """Unbiased polynomial MMD² per subset (a 1-element tensor when `subsets` is None: the full sets).
 
     Subsets follow KID (StyleGAN2-ADA, torchmetrics): each draws m = min(subset_size, N_x, N_y) rows of
     each set without replacement; the draws come from a torch.Generator seeded with `seed`, so results
-    are reproducible and do not depend on the global RNG.
+    are reproducible and do not depend on the global RNG. `block_size` (with `subsets=None`) is TF-GAN's
+    estimator instead: ceil(max(N_x, N_y) / block_size) contiguous blocks of near-equal size, the larger
+    blocks last, one estimate per block.
     """
     xt = _as_float64(x)
     yt = _as_float64(y).to(xt.device)
@@ -95,6 +113,12 @@ def polynomial_mmd_per_subset(
     if xt.shape[0] < 2 or yt.shape[0] < 2:
         raise ValueError(f"MMD needs at least 2 samples per set, got {xt.shape[0]} and {yt.shape[0]}")
     gamma_value = 1.0 / xt.shape[1] if gamma is None else float(gamma)
+    if subsets is None and block_size is not None:
+        bounds_x, bounds_y = _tfgan_block_bounds(xt.shape[0], yt.shape[0], block_size)
+        return torch.stack([
+            unbiased_mmd2(xt[a:b], yt[c:d], degree, gamma_value, coef)
+            for (a, b), (c, d) in zip(bounds_x, bounds_y)
+        ])
     if subsets is None:
         return unbiased_mmd2(xt, yt, degree, gamma_value, coef).reshape(1)
     m = min(xt.shape[0], yt.shape[0]) if subset_size is None else min(subset_size, xt.shape[0], yt.shape[0])

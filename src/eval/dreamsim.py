@@ -1,15 +1,16 @@
 """DreamSim ensemble (Fu et al. 2023) rebuilt from local files: DINO ViT-B/16 + CLIP ViT-B/16 + OpenCLIP
 ViT-B/16, LoRA-tuned on qkv, the LoRA deltas merged into the weights at load time.
 
-Images enter `DreamSimEnsemble.embed` as `(B, 3, H, W)` float in [0, 1]; they are resized to 224x224
-(bicubic, no crop) as DreamSim's preprocessing, normalised per branch (ImageNet for DINO, CLIP constants
-for both CLIP branches) and embedded as [DINO cls token after the last block (768), CLIP and OpenCLIP
+Images enter `DreamSimEnsemble` as `(B, 3, H, W)` float in [0, 1]; they are resized to 224x224 with PIL
+bicubic on uint8, no crop, as the package's `preprocess`, normalised per branch (ImageNet for DINO, CLIP
+constants for both CLIP branches) and embedded as [DINO cls token after the last block (768), CLIP and OpenCLIP
 projected cls embeddings (512 each)], then mean-centred and L2-normalised (`normalize_embeds=True`).
 Distance = 1 - cosine similarity of embeddings.
 
 The `dreamsim` PyPI package needs `peft` and fetches the DINO trunk through torch.hub (a cloned repo in its
 cache folder, plus changing torch.hub's global dir), so the architecture is built here with timm instead.
-Folder layout = the package's cache folder (`DREAMSIM_FILES`).
+Folder layout = the package's cache folder (`DREAMSIM_FILES`). Checked against the package itself on shared
+random weights: embeddings within 1e-7 (tests/unit/test_eval_dreamsim_reference.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file as load_safetensors
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
@@ -92,17 +95,12 @@ class DreamSimBranch(nn.Module):
 
 
 def dreamsim_preprocess(images: Tensor) -> Tensor:
-    """`(B, 3, H, W)` in [0, 1] -> 224x224 bicubic (antialiased, as PIL's resize), no crop."""
-    if images.shape[-2:] == (DREAMSIM_RESOLUTION, DREAMSIM_RESOLUTION):
-        return images
-    out = F.interpolate(
-        images,
-        size=(DREAMSIM_RESOLUTION, DREAMSIM_RESOLUTION),
-        mode="bicubic",
-        align_corners=False,
-        antialias=True,
-    )
-    return out.clamp(0.0, 1.0)
+    """`(B, 3, H, W)` in [0, 1] -> 224x224 exactly as the dreamsim package's `preprocess`: the image as uint8
+    (rounded; frames decoded from video are uint8 already), PIL bicubic resize, no crop, then /255."""
+    as_uint8 = (images.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    size = (DREAMSIM_RESOLUTION, DREAMSIM_RESOLUTION)
+    resized = [np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC)) for image in as_uint8]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(images.device, torch.float32) / 255.0
 
 
 class DreamSimEnsemble(nn.Module):

@@ -15,14 +15,19 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from src.data.caption_heldout import load_caption_heldout
-from src.eval.generators import ClipTestSet, load_trained_module, to_uint8_clip
+from src.data.caption_heldout import caption_clip_item
+from src.data.sample_stream import SampleError
+from src.eval.generators import ShardTestSet, load_trained_module, to_uint8_clip
+from src.eval.video_sources import ClipSpec
 
 __all__ = ["DynamiCrafterGenerator", "DynamiCrafterTestSet"]
 
 
-class DynamiCrafterTestSet(ClipTestSet):
-    """Held-out caption-video shards as fixed clips: "image" (first frame), "caption", "fps", "real"."""
+class DynamiCrafterTestSet(ShardTestSet):
+    """Held-out caption-video shards as fixed clips: "image" (first frame), "caption", "fps", "real". A clip
+    is read and decoded (its frames only) when the runner asks for it, so no job holds the whole set. The
+    clip starts at `start`, or, for "random", at a frame drawn from `seed` and the video's name (the same
+    draw as folder mode's real clips, src.eval.video_sources.ClipSpec)."""
 
     def __init__(
         self,
@@ -30,15 +35,28 @@ class DynamiCrafterTestSet(ClipTestSet):
         num_frames: int,
         stride: int,
         size: Sequence[int],
-        num_videos: int,
         caption_key: str = "caption",
+        start: int | str = 0,
+        seed: int = 0,
     ) -> None:
-        if not shards:
-            raise ValueError("eval.test_set.shards is not set: point it at held-out caption-video shards")
-        self.clips = load_caption_heldout(shards, num_videos, num_frames, stride, tuple(size), caption_key)
+        self.clip = ClipSpec(int(num_frames), int(stride), start, int(seed))  # validates; start may be "random"
+        self._open(shards, "caption-video")
+        self.size, self.caption_key = tuple(size), caption_key
+
+    def _clip(self, index: int) -> dict[str, Any]:
+        raw = self.source.sample(self._keys[index])
+        key = raw["__key__"]
+        try:
+            return caption_clip_item(raw, self.clip.num_frames, self.clip.stride, self.size, self.caption_key,
+                                     start_of=lambda total: self.clip.first_index(total, key))
+        except Exception as exc:
+            raise SampleError(
+                f"cannot use held-out sample {raw['__key__']} from {raw['__url__']}: {exc}. Lower eval.clip "
+                "num_frames or stride, or fix the held-out shards."
+            ) from exc
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.clips[index]
+        item = self._clip(index)
         video = item["video"]  # c t h w in [-1, 1]
         return {
             "key": item["key"],

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from src import atomic_io
+
 MergeKind = Literal["sum", "cat"]
 _FORMAT_VERSION = 1
 
@@ -91,8 +93,7 @@ def save_partial_state(metric: MergeableMetric, path: str | Path) -> Path:
         "signature": metric.partial_signature(),
         "state": metric.local_state(),
     }
-    torch.save(payload, path)
-    return path
+    return atomic_io.torch_save(payload, path)
 
 
 def load_partial_state(path: str | Path) -> dict[str, Any]:
@@ -146,10 +147,7 @@ def save_partial_bundle(
         },
         "extra": extra or {},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # a crashed shard never leaves a half-written file that merges
-    return path
+    return atomic_io.torch_save(payload, path)  # a crashed shard never leaves a half-written file that merges
 
 
 def merge_partial_bundles(metrics: Mapping[str, MergeableMetric], paths: Sequence[str | Path]) -> list[dict]:

@@ -5,6 +5,10 @@ video_input.py). With `num_frames=16` (StyleGAN-V's fvd2048_16f) the first 16 fr
 used and shorter videos are an error; `num_frames=None` feeds whole videos. The extractor is "i3d"
 (weights from a local file) or any nn.Module mapping `(B, T, 3, H, W)` float [0, 1] clips to `(B, D)`
 features, as torchmetrics' FID accepts a custom module.
+
+`flavour` (fvd_flavours.py: tf_hub, stylegan_v, common_metrics, videogpt) fixes every convention in which FVD codebases
+differ: I3D preprocessing and BatchNorm eps, uint8 quantisation of float frames, the covariance
+normalisation, and KVD's estimator and scale. `settings_record()` is what metrics.json stores.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from torch import Tensor, nn
 
 from src.eval.distances import frechet_distance, polynomial_mmd_per_subset
 from src.eval.feature_stats import MergeableMetric
-from src.eval.i3d import ResizeMethod, load_i3d_extractor
+from src.eval.fvd_flavours import FVDFlavour, get_flavour
+from src.eval.i3d import load_i3d_extractor
 from src.eval.video_input import video_to_unit_float
 
 
@@ -25,13 +30,13 @@ def build_video_extractor(
     extractor: str | nn.Module,
     weights_path: str | Path | None,
     weights_config_key: str,
-    resize_method: ResizeMethod,
+    flavour: FVDFlavour,
 ) -> nn.Module:
-    """ "i3d" -> the I3D extractor from `weights_path`; an nn.Module is used as given."""
+    """ "i3d" -> the flavour's I3D extractor from `weights_path`; an nn.Module is used as given."""
     if isinstance(extractor, nn.Module):
         return extractor
     if extractor == "i3d":
-        return load_i3d_extractor(weights_path, config_key=weights_config_key, resize_method=resize_method)
+        return load_i3d_extractor(weights_path, config_key=weights_config_key, flavour=flavour)
     raise ValueError(f"extractor must be 'i3d' or an nn.Module mapping videos to features, got {extractor!r}")
 
 
@@ -48,11 +53,12 @@ class _VideoFeatureMetric(MergeableMetric):
         weights_config_key: str = "eval.i3d_weights",
         num_frames: int | None = 16,
         feature_dim: int | None = None,
-        resize_method: ResizeMethod = "bilinear",
+        flavour: str = "tf_hub",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.extractor = build_video_extractor(extractor, weights_path, weights_config_key, resize_method)
+        self.flavour = get_flavour(flavour)
+        self.extractor = build_video_extractor(extractor, weights_path, weights_config_key, self.flavour)
         self.extractor.eval()
         for param in self.extractor.parameters():  # ScriptModules lack requires_grad_()
             param.requires_grad_(False)
@@ -84,11 +90,25 @@ class _VideoFeatureMetric(MergeableMetric):
             "extractor": self.extractor_name,
             "num_frames": self.num_frames,
             "feature_dim": int(self.feature_dim),
+            "flavour": self.flavour.record(),
         }
+
+    def settings_record(self) -> dict[str, Any]:
+        """What metrics.json records about how this number was computed."""
+        return {"flavour": self.flavour.record(), "extractor": self.extractor_name, "num_frames": self.num_frames}
+
+    def _quantised(self, videos: Tensor) -> Tensor:
+        """Float frames rounded to uint8 the flavour's way (floor or round); uint8 input passes unchanged."""
+        if self.flavour.quantise == "none" or videos.dtype == torch.uint8:
+            return videos
+        unit = video_to_unit_float(videos)  # float32, as both codebases compute it
+        if self.flavour.quantise == "round":  # StyleGAN-V's expression for its [-1, 1] generator output
+            return ((unit * 2 - 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+        return (unit * 255).to(torch.uint8)  # VideoGPT: (videos * 255).numpy().astype(np.uint8)
 
     def extract_features(self, videos: Tensor) -> Tensor:
         """Validate, select the clip and return `(B, D)` float64 features."""
-        clips = video_to_unit_float(videos)
+        clips = video_to_unit_float(self._quantised(videos))
         t = clips.shape[1]
         if self.num_frames is not None:
             if t < self.num_frames:
@@ -114,7 +134,7 @@ class _VideoFeatureMetric(MergeableMetric):
 class FrechetVideoDistance(_VideoFeatureMetric):
     """FVD = ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2(Σ_rΣ_g)^½) over extractor features, kept as float64 sums.
 
-    `covariance="unbiased"` (÷N−1: TF-GAN, TATS, torchmetrics) or "biased" (÷N: StyleGAN-V).
+    The covariance is the flavour's: ÷(N−1) (TF-GAN, VideoGPT) or ÷N (StyleGAN-V's FeatureStats).
     """
 
     def __init__(
@@ -124,16 +144,11 @@ class FrechetVideoDistance(_VideoFeatureMetric):
         weights_config_key: str = "eval.i3d_weights",
         num_frames: int | None = 16,
         feature_dim: int | None = None,
-        resize_method: ResizeMethod = "bilinear",
-        covariance: Literal["unbiased", "biased"] = "unbiased",
+        flavour: str = "tf_hub",
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            extractor, weights_path, weights_config_key, num_frames, feature_dim, resize_method, **kwargs
-        )
-        if covariance not in ("unbiased", "biased"):
-            raise ValueError(f"covariance must be 'unbiased' or 'biased', got {covariance!r}")
-        self.covariance = covariance
+        super().__init__(extractor, weights_path, weights_config_key, num_frames, feature_dim, flavour, **kwargs)
+        self.covariance = self.flavour.covariance
         d = int(self.feature_dim)
         for side in ("real", "fake"):
             self.add_mergeable_state(f"{side}_sum", torch.zeros(d, dtype=torch.float64), "sum")
@@ -167,8 +182,10 @@ class FrechetVideoDistance(_VideoFeatureMetric):
 class KernelVideoDistance(_VideoFeatureMetric):
     """KVD: unbiased polynomial-kernel MMD² of extractor features (KID on I3D features).
 
-    Defaults follow KID: 100 subsets of up to 1000 videos, kernel (xᵀy/D + 1)³; `subsets=None` uses the full
-    sets (TATS). compute() returns (mean, std) over subsets, as torchmetrics' KID.
+    Kernel (xᵀy/D + 1)³. The estimator and scale are the flavour's: KID's 100 subsets of up to 1000 videos
+    reported x1000 (stylegan_v), TF-GAN's contiguous blocks of up to 1024 (tf_hub), or one estimate on the
+    full sets (TATS; videogpt). `subsets` / `subset_size` override the flavour's (None = full sets or the
+    flavour's blocks). compute() returns (mean, std) over subsets or blocks.
     """
 
     def __init__(
@@ -178,19 +195,20 @@ class KernelVideoDistance(_VideoFeatureMetric):
         weights_config_key: str = "eval.i3d_weights",
         num_frames: int | None = 16,
         feature_dim: int | None = None,
-        resize_method: ResizeMethod = "bilinear",
-        subsets: int | None = 100,
-        subset_size: int = 1000,
+        flavour: str = "tf_hub",
+        subsets: int | None | Literal["flavour"] = "flavour",
+        subset_size: int | Literal["flavour"] = "flavour",
         degree: int = 3,
         gamma: float | None = None,
         coef: float = 1.0,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            extractor, weights_path, weights_config_key, num_frames, feature_dim, resize_method, **kwargs
-        )
-        self.subsets, self.subset_size = subsets, subset_size
+        super().__init__(extractor, weights_path, weights_config_key, num_frames, feature_dim, flavour, **kwargs)
+        self.subsets = self.flavour.kvd_subsets if subsets == "flavour" else subsets
+        self.subset_size = self.flavour.kvd_subset_size if subset_size == "flavour" else int(subset_size)
+        self.block_size = self.flavour.kvd_block_size if self.subsets is None else None
+        self.scale = self.flavour.kvd_scale
         self.degree, self.gamma, self.coef, self.seed = degree, gamma, coef, seed
         self.add_mergeable_state("real_features", [], "cat")
         self.add_mergeable_state("fake_features", [], "cat")
@@ -217,6 +235,18 @@ class KernelVideoDistance(_VideoFeatureMetric):
             subsets=self.subsets,
             subset_size=self.subset_size,
             seed=self.seed,
+            block_size=self.block_size,
         )
+        values = values * self.scale
         std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
         return values.mean(), std
+
+    def settings_record(self) -> dict[str, Any]:
+        return {
+            **super().settings_record(),
+            "subsets": self.subsets,
+            "subset_size": self.subset_size if self.subsets is not None else None,
+            "block_size": self.block_size,
+            "scale": self.scale,
+            "seed": self.seed,
+        }

@@ -25,7 +25,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from src.data.heldout_clips import load_heldout_clips
+from src.data.heldout_clips import clip_item
+from src.data.sample_stream import SampleError
+from src.data.video_io import VideoDecodeError, decode_mp4
+from src.eval.video_sources import ShardSource
 from src.models.weights import require_file
 from src.trainers.weights_io import load_net_weights
 
@@ -89,20 +92,28 @@ def load_trained_module(
     return module.eval().to(target), target
 
 
-class ClipTestSet:
-    """The key listing and length of a test set held as `self.clips` (a dataset whose `.items` carry "key")."""
+class ShardTestSet:
+    """A test set read from webdataset shards one sample at a time: listing the keys reads tar headers only,
+    and `test_set[i]` reads and decodes sample i alone, so a shard job decodes only the videos it scores."""
 
-    clips: Any
+    source: ShardSource
+
+    def _open(self, shards: str | Sequence[str], what: str) -> None:
+        if not shards:
+            raise ValueError(f"eval.test_set.shards is not set: point it at held-out {what} shards")
+        self.source = ShardSource(shards if isinstance(shards, str) else list(shards))
+        self._keys = self.source.keys()
 
     def keys(self) -> list[str]:
-        return [item["key"] for item in self.clips.items]
+        return list(self._keys)
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self._keys)
 
 
-class AnimateAnyoneTestSet(ClipTestSet):
-    """Held-out pose-video shards as fixed clips (src.data.heldout_clips), with uint8 ground truth."""
+class AnimateAnyoneTestSet(ShardTestSet):
+    """Held-out pose-video shards as fixed clips with uint8 ground truth. Only the reference frame and the
+    clip's frames are decoded (`decode_mp4` stops at the last one), never the whole source video."""
 
     def __init__(
         self,
@@ -110,17 +121,34 @@ class AnimateAnyoneTestSet(ClipTestSet):
         num_frames: int,
         stride: int,
         size: Sequence[int],
-        num_videos: int | None = None,
         reference_index: int = 0,
+        start_frame: int = 0,
     ) -> None:
-        if not shards:
-            raise ValueError("eval.test_set.shards is not set: point it at held-out pose-video shards")
-        self.clips = load_heldout_clips(shards, num_videos, num_frames, stride, size, reference_index)
+        if not isinstance(start_frame, int) or reference_index is None:
+            raise ValueError(
+                f"Animate Anyone test clips need a fixed start and reference frame (eval.clip.start={start_frame!r}, "
+                f"eval.reference.frame={reference_index!r}): the reference image must be a known frame of each video"
+            )
+        self._open(shards, "pose-video")
+        self.size, self.reference_index = tuple(size), int(reference_index)
+        self.frame_indices = [int(start_frame) + i * int(stride) for i in range(int(num_frames))]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.clips[index]
-        return {"key": item["key"], "reference": item["reference"], "pose": item["pose"],
-                "real": to_uint8_clip(item["frames"])}
+        raw = self.source.sample(self._keys[index])
+        key = raw["__key__"]
+        if "pose.mp4" not in raw:
+            raise SampleError(f"held-out sample {key} in {raw['__url__']} has no 'pose.mp4' entry")
+        try:
+            wanted = [self.reference_index, *self.frame_indices]
+            frames = decode_mp4(raw["mp4"], wanted)
+            pose = decode_mp4(raw["pose.mp4"], self.frame_indices)
+        except (IndexError, VideoDecodeError) as error:
+            raise SampleError(
+                f"held-out sample {key} in {raw['__url__']}: {error}. The protocol needs frames {wanted}; lower "
+                "eval.clip.num_frames / stride / start or use longer videos"
+            ) from error
+        item = clip_item(key, frames[:1], frames[1:], pose, self.size)
+        return {"key": key, "reference": item["reference"], "pose": item["pose"], "real": to_uint8_clip(item["frames"])}
 
 
 class AnimateAnyoneGenerator:

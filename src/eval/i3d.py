@@ -1,11 +1,12 @@
 """Inception-I3D, the FVD/KVD feature network: 400-d Kinetics logits averaged over time.
 
-Input to `I3DFeatureExtractor`: videos `(B, T, C, H, W)` float in [0, 1] (see video_input.py). It resizes
-every frame to 224x224 (bilinear) and scales to [-1, 1] as the TF-Hub reference does, then runs either
+Input to `I3DFeatureExtractor`: videos `(B, T, C, H, W)` float in [0, 1] (see video_input.py). It brings
+every frame to 224x224 and scales to [-1, 1] the way its FVD flavour's codebase does (fvd_flavours.py), then
+runs either
 
-- `InceptionI3d` with the TF-Hub-derived state dict `i3d_pretrained_400.pt` (TATS / VideoGPT / cd-fvd), or
-- StyleGAN-V's TorchScript port `i3d_torchscript.pt`, called with rescale=False, resize=False,
-  return_features=True (raw logits before the softmax).
+- `InceptionI3d` with the TF-Hub-derived state dict `i3d_pretrained_400.pt` (TATS / VideoGPT / cd-fvd), with
+  the flavour's BatchNorm eps (TF-Hub's graph 1e-3, VideoGPT's port 1e-5), or
+- StyleGAN-V's TorchScript port `i3d_torchscript.pt` (raw logits before the softmax).
 
 Not piergiaj's `rgb_imagenet.pt`: that converts DeepMind's ImageNet-inflated checkpoint, whose weights
 differ from TF-Hub's i3d-kinetics-400/1, the network every published FVD uses.
@@ -14,6 +15,7 @@ Inside the network, tensors are `b c t h w`.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.eval.fvd_flavours import FVDFlavour, ResizeRule, get_flavour
 from src.eval.weights import require_weight_file
 
 I3D_NUM_FEATURES = 400
@@ -31,7 +34,6 @@ I3D_PUBLISHED_AT = (
     "(converted from TF-Hub deepmind/i3d-kinetics-400/1); i3d_torchscript.pt: "
     "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1 (StyleGAN-V)"
 )
-ResizeMethod = Literal["bilinear", "tf1_bilinear"]
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -122,8 +124,8 @@ class InceptionI3d(nn.Module):
     """Inception-v1 I3D (Carreira & Zisserman 2017) up to the Kinetics logits, averaged over time.
 
     forward: `(B, 3, T, 224, 224)` in [-1, 1] -> `(B, num_classes)` pre-softmax logits. Module names equal
-    those of `i3d_pretrained_400.pt`, so it loads strictly. `bn_eps` is 1e-3 as in the TF original;
-    TATS/VideoGPT use 1e-5 (a small, unmeasured difference).
+    those of `i3d_pretrained_400.pt`, so it loads strictly. `bn_eps` is 1e-3 as in the TF-Hub graph;
+    VideoGPT's port uses 1e-5 (1.6% of FVD on random weights).
     """
 
     min_frames = 9  # x8 temporal downsampling, then a temporal average pool of size 2
@@ -187,25 +189,32 @@ def _tf1_bilinear_matrix(in_size: int, out_size: int, device: torch.device) -> T
     return weights
 
 
-def resize_frames(frames: Tensor, size: int, method: ResizeMethod = "bilinear") -> Tensor:
-    """Resize `(N, C, H, W)` frames to size x size, ignoring aspect ratio (as the TF reference).
-
-    "bilinear": PyTorch's half-pixel bilinear (align_corners=False, no antialias), as TATS / cd-fvd.
-    "tf1_bilinear": TF1 `tf.image.resize_bilinear` exactly (the google-research FVD script).
-    """
-    if method == "bilinear":
-        return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
-    if method == "tf1_bilinear":
-        rows = _tf1_bilinear_matrix(frames.shape[-2], size, frames.device)
-        cols = _tf1_bilinear_matrix(frames.shape[-1], size, frames.device)
-        return rows @ frames @ cols.T
-    raise ValueError(f"unknown resize method {method!r}; expected 'bilinear' or 'tf1_bilinear'")
+def squash_tf1_bilinear(frames: Tensor, size: int = I3D_RESOLUTION) -> Tensor:
+    """`(N, C, H, W)` -> size x size, aspect ignored, exactly TF1 `tf.image.resize_bilinear` (the TF script)."""
+    rows = _tf1_bilinear_matrix(frames.shape[-2], size, frames.device)
+    cols = _tf1_bilinear_matrix(frames.shape[-1], size, frames.device)
+    return rows @ frames @ cols.T
 
 
-def preprocess_for_i3d(videos: Tensor, method: ResizeMethod = "bilinear") -> Tensor:
-    """`(B, T, 3, H, W)` in [0, 1] -> `(B, 3, T, 224, 224)` in [-1, 1]."""
+def short_side_center_crop(frames: Tensor, size: int = I3D_RESOLUTION) -> Tensor:
+    """`(N, C, H, W)` -> short side to `size` (PyTorch bilinear, long side rounded up), centre crop (VideoGPT)."""
+    h, w = frames.shape[-2:]
+    scale = size / min(h, w)
+    target = (size, math.ceil(w * scale)) if h < w else (math.ceil(h * scale), size)
+    out = F.interpolate(frames, size=target, mode="bilinear", align_corners=False)
+    top, left = (out.shape[-2] - size) // 2, (out.shape[-1] - size) // 2
+    return out[..., top : top + size, left : left + size]
+
+
+_RESIZERS = {"squash_tf1_bilinear": squash_tf1_bilinear, "short_side_center_crop": short_side_center_crop}
+
+
+def preprocess_for_i3d(videos: Tensor, resize: ResizeRule = "squash_tf1_bilinear") -> Tensor:
+    """`(B, T, 3, H, W)` in [0, 1] -> `(B, 3, T, 224, 224)` in [-1, 1] with the flavour's resize rule."""
+    if resize not in _RESIZERS:
+        raise ValueError(f"resize rule {resize!r} is not done outside the network; expected one of {sorted(_RESIZERS)}")
     b, t = videos.shape[:2]
-    frames = resize_frames(videos.flatten(0, 1).float(), I3D_RESOLUTION, method)
+    frames = _RESIZERS[resize](videos.flatten(0, 1).float())
     frames = frames.reshape(b, t, *frames.shape[1:]).transpose(1, 2)
     return 2.0 * frames - 1.0
 
@@ -219,17 +228,25 @@ def _is_torchscript_archive(path: Path) -> bool:
 
 
 class I3DFeatureExtractor(nn.Module):
-    """Videos `(B, T, 3, H, W)` in [0, 1] -> `(B, 400)` I3D logits, with the TF reference preprocessing."""
+    """Videos `(B, T, 3, H, W)` in [0, 1] -> `(B, 400)` I3D logits, preprocessed as the flavour's codebase does.
+
+    StyleGAN-V (resize "torchscript_internal") hands uint8 `b c t h w` clips to the TorchScript with
+    rescale=True, resize=True: its resize is inside that file. Every other flavour resizes here and feeds
+    [-1, 1] clips (to a TorchScript with rescale=False, resize=False).
+    """
 
     num_features = I3D_NUM_FEATURES
 
-    def __init__(
-        self, network: nn.Module, torchscript: bool = False, resize_method: ResizeMethod = "bilinear"
-    ) -> None:
+    def __init__(self, network: nn.Module, torchscript: bool = False, flavour: str | FVDFlavour = "tf_hub") -> None:
         super().__init__()
         self.network = network
         self.torchscript = torchscript
-        self.resize_method = resize_method
+        self.flavour = get_flavour(flavour) if isinstance(flavour, str) else flavour
+        if self.flavour.resize == "torchscript_internal" and not torchscript:
+            raise ValueError(
+                f"FVD flavour {self.flavour.name!r} resizes inside StyleGAN-V's i3d_torchscript.pt; it needs that "
+                f"TorchScript file, not a state dict"
+            )
         self.min_frames = min_frames_for_i3d()
         self.network.eval()
         for param in self.network.parameters():  # ScriptModules lack requires_grad_()
@@ -246,11 +263,14 @@ class I3DFeatureExtractor(nn.Module):
                 f"I3D needs clips of at least {self.min_frames} frames, got {videos.shape[1]} "
                 f"(shape {tuple(videos.shape)}); use longer clips or a smaller num_frames stride."
             )
-        x = preprocess_for_i3d(videos, self.resize_method)
-        if self.torchscript:
+        if self.flavour.resize == "torchscript_internal":
+            clips = (videos * 255).round().to(torch.uint8).transpose(1, 2).contiguous()
+            feats = self.network(clips, rescale=True, resize=True, return_features=True)
+        elif self.torchscript:
+            x = preprocess_for_i3d(videos, self.flavour.resize)
             feats = self.network(x, rescale=False, resize=False, return_features=True)
         else:
-            feats = self.network(x)
+            feats = self.network(preprocess_for_i3d(videos, self.flavour.resize))
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
             raise RuntimeError(
                 f"the I3D network returned shape {tuple(feats.shape)}, expected (B, {self.num_features}); "
@@ -263,29 +283,36 @@ def load_i3d_extractor(
     path: str | Path | None,
     config_key: str = "eval.i3d_weights",
     weights_format: Literal["auto", "state_dict", "torchscript"] = "auto",
-    resize_method: ResizeMethod = "bilinear",
-    bn_eps: float = 1e-3,
+    flavour: str | FVDFlavour = "tf_hub",
 ) -> I3DFeatureExtractor:
-    """Build the FVD extractor from a local `i3d_pretrained_400.pt` state dict or `i3d_torchscript.pt`.
+    """Build the FVD extractor of `flavour` from a local `i3d_pretrained_400.pt` or `i3d_torchscript.pt`.
 
-    "auto" tells the two apart by the archive layout. The state dict loads strictly into InceptionI3d.
+    "auto" tells the two formats apart by the archive layout. The state dict loads strictly into InceptionI3d
+    with the flavour's BatchNorm eps; a flavour bound to one file format refuses the other.
     """
+    spec = get_flavour(flavour) if isinstance(flavour, str) else flavour
     file = require_weight_file(path, config_key, I3D_PUBLISHED_AT)
     if weights_format == "auto":
         weights_format = "torchscript" if _is_torchscript_archive(file) else "state_dict"
-    if weights_format == "torchscript":
-        network = torch.jit.load(str(file), map_location="cpu")
-        return I3DFeatureExtractor(network, torchscript=True, resize_method=resize_method)
-    if weights_format != "state_dict":
+    if weights_format not in ("state_dict", "torchscript"):
         raise ValueError(
             f"weights_format must be 'auto', 'state_dict' or 'torchscript', got {weights_format!r}"
         )
+    if spec.network != "any" and spec.network != weights_format:
+        wanted = "i3d_torchscript.pt (StyleGAN-V)" if spec.network == "torchscript" else "i3d_pretrained_400.pt"
+        raise ValueError(
+            f"FVD flavour {spec.name!r} runs {wanted}, but '{file}' ({config_key}) is a {weights_format}; "
+            f"point {config_key} at {wanted} or pick another flavour (tf_hub accepts both)"
+        )
+    if weights_format == "torchscript":
+        network = torch.jit.load(str(file), map_location="cpu")
+        return I3DFeatureExtractor(network, torchscript=True, flavour=spec)
     state = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(
             f"'{file}' ({config_key}) is not a state dict; for a TorchScript file use weights_format='torchscript'"
         )
-    network = InceptionI3d(I3D_NUM_FEATURES, bn_eps=bn_eps)
+    network = InceptionI3d(I3D_NUM_FEATURES, bn_eps=float(spec.bn_eps))
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -293,4 +320,4 @@ def load_i3d_extractor(
             f"'{file}' ({config_key}) does not match the Kinetics-400 Inception-I3D ({error}). Expected the "
             f"TF-Hub-derived i3d_pretrained_400.pt, not piergiaj's rgb_imagenet.pt."
         ) from error
-    return I3DFeatureExtractor(network, torchscript=False, resize_method=resize_method)
+    return I3DFeatureExtractor(network, torchscript=False, flavour=spec)

@@ -41,11 +41,13 @@ _KNOWN_KINDS: dict[str, InputKind] = {
 
 @dataclass
 class ConfiguredMetric:
-    """A metric instance with its config name and input kind."""
+    """A metric instance with its config name and input kind; paired metrics skip clip frame `drop_frame`
+    when it is set (the reference frame, src/eval/reference_frame.py)."""
 
     name: str
     metric: MergeableMetric
     inputs: InputKind
+    drop_frame: int | None = None
 
     @property
     def higher_is_better(self) -> bool | None:

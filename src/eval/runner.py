@@ -3,9 +3,12 @@
 - folder mode: `eval.generated_dir` (a folder of `<name>.mp4`) against `eval.real_dir` or `eval.real_shards`.
 - model mode: `eval.generator` animates `eval.test_set` into `<run>/generated/<name>.mp4` (the ground truth
   clip goes to `<run>/real/<name>.mp4`), skipping names already written (resumable), then scores them.
+- the scored subset (`eval.subset`, src/eval/subset.py): `num_samples` generated / `num_real` real names,
+  chosen by a seeded, class-stratified random rule; the chosen names and the rule go to metrics.json.
 - shards: with `eval.num_shards=N eval.shard_index=i` (times the launcher's ranks, if any) each job takes
-  a contiguous slice of the sorted names and saves every metric's state to `<run>/partial/shard_<i>.pt`;
-  `eval.merge=true` merges all of them and writes the same metrics.json a single run would.
+  a contiguous slice of the chosen names, reads and decodes only those, and saves every metric's state to
+  `<run>/partial/shard_<i>.pt`; `eval.merge=true` merges all of them and writes the same metrics.json a
+  single run would.
 """
 
 from __future__ import annotations
@@ -14,23 +17,26 @@ import json
 import logging
 import os
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src import atomic_io
 from src.data.video_io import encode_mp4
 from src.eval.feature_stats import merge_partial_bundles, save_partial_bundle
 from src.eval.generators import TestSet, VideoGenerator, resolve_device
 from src.eval.metric_setup import ConfiguredMetric, build_metrics, instantiate_unwrapped, metric_values
+from src.eval.reference_frame import ReferenceFrame, apply_reference_rule
 from src.eval.scoring import ScoringSettings, merge_counts, score_shard
+from src.eval.subset import SubsetRule, select_keys
 from src.eval.video_sources import (
     ClipSpec,
     FolderSource,
     build_source,
     encode_frames_for_storage,
+    key_seed,
     read_prompts,
 )
 
@@ -56,15 +62,6 @@ def shard_slice(items: Sequence[Any], index: int, count: int) -> list[Any]:
     return list(items[n * index // count : n * (index + 1) // count])
 
 
-def key_seed(base: int, key: str) -> int:
-    """A per-video seed from the name, independent of batch position, shard and resume."""
-    return (int(base) + zlib.crc32(key.encode())) % (2**31 - 1)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _scoring_signature(e: DictConfig) -> dict:
@@ -73,9 +70,14 @@ def _scoring_signature(e: DictConfig) -> dict:
 
 
 def _settings(e: DictConfig) -> ScoringSettings:
+    """Scoring settings from eval.*. In model mode `real/<name>.mp4` already holds the cut clip (eval.clip's
+    frames, written by generate_missing), so it is scored from its first frame at stride 1."""
     resolution = tuple(int(v) for v in e.resolution) if e.resolution is not None else None
+    real_clip = ClipSpec(**OmegaConf.to_container(e.clip, resolve=True))
+    if e.mode == "model":
+        real_clip = ClipSpec(num_frames=real_clip.num_frames, stride=1, start=0)
     return ScoringSettings(
-        real_clip=ClipSpec(**OmegaConf.to_container(e.clip, resolve=True)),
+        real_clip=real_clip,
         generated_clip=ClipSpec(**OmegaConf.to_container(e.generated_clip, resolve=True)),
         resolution=resolution,
         resize=e.resize,
@@ -83,6 +85,27 @@ def _settings(e: DictConfig) -> ScoringSettings:
         device=resolve_device(e.device),
         progress=bool(e.progress),
     )
+
+
+def _subset_rule(e: DictConfig) -> SubsetRule:
+    return SubsetRule(**OmegaConf.to_container(e.subset, resolve=True))
+
+
+def _reference(e: DictConfig) -> ReferenceFrame:
+    return ReferenceFrame(**OmegaConf.to_container(e.reference, resolve=True))
+
+
+def protocol_metrics(e: DictConfig, device) -> dict[str, ConfiguredMetric]:
+    """eval.metrics built on `device`, with the reference-frame rule applied (the same set for runs and merges)."""
+    specs = OmegaConf.to_container(e.metrics, resolve=True)
+    real_clip = ClipSpec(**OmegaConf.to_container(e.clip, resolve=True))
+    return apply_reference_rule(build_metrics(e.metrics, device), specs, device, _reference(e), real_clip)
+
+
+def _subset_record(e: DictConfig, gen_all: int, real_all: int, gen_keys: list[str], real_keys: list[str]) -> dict:
+    """What metrics.json says about the scored set: the rule, the set sizes and every chosen name."""
+    return {**_subset_rule(e).describe(), "population": {"generated": gen_all, "real": real_all},
+            "generated_keys": gen_keys, "real_keys": real_keys}
 
 
 def generate_missing(
@@ -118,7 +141,7 @@ def generate_missing(
         for item in items:
             item["seed"] = key_seed(seed, item["key"])
             if item.get("real") is not None and not (real_dir / f"{item['key']}.mp4").is_file():
-                _write_atomic(real_dir / f"{item['key']}.mp4", _encode(item["real"], fps or 8.0, crf))
+                atomic_io.write_bytes(real_dir / f"{item['key']}.mp4", _encode(item["real"], fps or 8.0, crf))
         pending = [item for item in items if not (gen_dir / f"{item['key']}.mp4").is_file()]
         if pending:
             if generator is None:
@@ -131,7 +154,7 @@ def generate_missing(
                 )
             rate = fps or float(getattr(generator, "fps", 8.0))
             for item, video in zip(pending, videos):
-                _write_atomic(gen_dir / f"{item['key']}.mp4", _encode(video.cpu(), rate, crf))
+                atomic_io.write_bytes(gen_dir / f"{item['key']}.mp4", _encode(video.cpu(), rate, crf))
                 written += 1
         bar.update(len(items))
     bar.close()
@@ -165,6 +188,7 @@ def _config_dump(cfg: DictConfig) -> dict:
 def _finalize(
     cfg: DictConfig, run_dir: Path, metrics: dict[str, ConfiguredMetric], counts: dict, extra: dict
 ) -> dict:
+    """metrics.json: the values, counts, the scored subset (`extra["subset"]`) and the reference-frame rule."""
     e = cfg.eval
     values: dict[str, float] = {}
     higher: dict[str, bool | None] = {}
@@ -179,11 +203,16 @@ def _finalize(
         "metrics": values,
         "higher_is_better": higher,
         "counts": counts,
+        "reference": _reference(e).describe(ClipSpec(**OmegaConf.to_container(e.clip, resolve=True))),
         "weights": _weights_used(e),
+        # how each number was computed where the metric says (FVD/KVD: the flavour's settings)
+        "metric_settings": {
+            c.name: c.metric.settings_record() for c in metrics.values() if hasattr(c.metric, "settings_record")
+        },
         **extra,
         "config": _config_dump(cfg),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+    atomic_io.write_json(run_dir / "metrics.json", results, default=str)
     log.info("metrics: %s", json.dumps(values))
     from src.eval.eval_logging import log_results
 
@@ -192,38 +221,45 @@ def _finalize(
 
 
 def _sources(cfg: DictConfig, run_dir: Path, rank: int, world: int) -> tuple:
-    """(generated source, its names for this job, real source, its names for this job, job index, job count)."""
+    """(generated source, its names for this job, real source, its names for this job, job index, job count,
+    subset record). Names are chosen by eval.subset before slicing; only this job's slice is ever read."""
     e = cfg.eval
     index, count = int(e.shard_index) * world + rank, int(e.num_shards) * world
+    rule = _subset_rule(e)
     if e.mode == "model":
         if e.test_set is None or e.generator is None:
             raise ValueError(
                 f"eval.mode=model but protocol {e.protocol} sets no eval.test_set / eval.generator; model mode is "
-                "written for Animate Anyone (eval=animate_anyone_ubc|animate_anyone_tiktok)"
+                "written for Animate Anyone and DynamiCrafter (eval=animate_anyone_ubc|dynamicrafter_ucf101|...)"
             )
         test_set = instantiate_unwrapped(e.test_set)
         keys = list(test_set.keys())
         if len(set(keys)) != len(keys):
             raise ValueError("the test set has repeated names; generated videos are stored by name")
-        limit = e.num_samples if e.num_samples is not None else len(keys)
-        positions = shard_slice(list(range(min(limit, len(keys)))), index, count)
+        chosen = select_keys(keys, e.num_samples, rule, "generated")
+        where = {key: p for p, key in enumerate(keys)}
+        positions = [where[key] for key in shard_slice(chosen, index, count)]
         stats = generate_missing(
             e.generator, test_set, positions, run_dir, int(e.seed), int(e.batch_size), int(e.video_crf),
             e.video_fps, bool(e.progress),
         )
         log.info("generation: %s", stats)
         names = [keys[p] for p in positions]
-        return FolderSource(run_dir / "generated"), names, FolderSource(run_dir / "real"), names, index, count
+        subset = _subset_record(e, len(keys), len(keys), chosen, chosen)
+        return (FolderSource(run_dir / "generated"), names, FolderSource(run_dir / "real"), names, index, count,
+                subset)
     if not e.generated_dir:
         raise ValueError("folder mode needs eval.generated_dir (a folder of <name>.mp4 generated videos)")
     generated = FolderSource(e.generated_dir)
     real = build_source(e.real_dir, e.real_shards, "real")
-    gen_keys = generated.keys()[: e.num_samples] if e.num_samples is not None else generated.keys()
-    real_all = real.keys() if real is not None else []
-    real_keys = real_all[: e.num_real] if e.num_real is not None else real_all
-    if not gen_keys:
+    if not generated.keys():
         raise ValueError(f"no .mp4 files in eval.generated_dir={e.generated_dir}")
-    return (generated, shard_slice(gen_keys, index, count), real, shard_slice(real_keys, index, count), index, count)
+    gen_keys = select_keys(generated.keys(), e.num_samples, rule, "generated")
+    real_all = real.keys() if real is not None else []
+    real_keys = select_keys(real_all, e.num_real, rule, "real") if real_all else []
+    subset = _subset_record(e, len(generated.keys()), len(real_all), gen_keys, real_keys)
+    return (generated, shard_slice(gen_keys, index, count), real, shard_slice(real_keys, index, count), index, count,
+            subset)
 
 
 def run_evaluation(cfg: DictConfig, run_dir: Path) -> dict:
@@ -236,9 +272,9 @@ def run_evaluation(cfg: DictConfig, run_dir: Path) -> dict:
         return merge_run(cfg, run_dir)
     started = time.time()
     rank, world = launcher_rank_world()
-    generated, gen_keys, real, real_keys, index, count = _sources(cfg, run_dir, rank, world)
+    generated, gen_keys, real, real_keys, index, count, subset = _sources(cfg, run_dir, rank, world)
     settings = _settings(e)
-    metrics = build_metrics(e.metrics, settings.device)
+    metrics = protocol_metrics(e, settings.device)
     counts = score_shard(metrics, generated, gen_keys, real, real_keys, settings, read_prompts(e.prompts_file))
     sources = {"generated": generated.describe(), "real": real.describe() if real is not None else None}
     if count > 1:
@@ -247,11 +283,11 @@ def run_evaluation(cfg: DictConfig, run_dir: Path) -> dict:
             {name: m.metric for name, m in metrics.items()},
             path,
             extra={"counts": counts, "shard_index": index, "num_shards": count, "sources": sources,
-                   "signature": json.dumps(_scoring_signature(e), sort_keys=True, default=str)},
+                   "subset": subset, "signature": json.dumps(_scoring_signature(e), sort_keys=True, default=str)},
         )
         log.info("shard %d/%d: partial states saved to %s; run eval.merge=true when all shards are done", index, count, path)
         return {"partial": str(path), "counts": counts, "shard_index": index, "num_shards": count}
-    extra = {"sources": sources, "shards": {"num_shards": 1, "merged_from": []},
+    extra = {"sources": sources, "shards": {"num_shards": 1, "merged_from": []}, "subset": subset,
              "samples": _sample_paths(generated, gen_keys, counts, int(e.log_videos)),
              "wall_time_s": round(time.time() - started, 1)}
     return _finalize(cfg, run_dir, metrics, counts, extra)
@@ -274,7 +310,7 @@ def merge_run(cfg: DictConfig, run_dir: Path) -> dict:
             f"with the same hydra.run.dir first"
         )
     device = resolve_device(e.device)
-    metrics = build_metrics(e.metrics, device)
+    metrics = protocol_metrics(e, device)
     extras = merge_partial_bundles({name: m.metric for name, m in metrics.items()}, files)
     totals = {int(x["num_shards"]) for x in extras}
     expected = totals.pop() if len(totals) == 1 else None
@@ -291,11 +327,17 @@ def merge_run(cfg: DictConfig, run_dir: Path) -> dict:
             "the partial states were computed with another eval config than this merge's; merge with the same "
             "eval=... and overrides as the shards (only shard_index, merge, device, batch_size and progress may differ)"
         )
+    if any(x.get("subset") != extras[0].get("subset") for x in extras):
+        raise ValueError(
+            f"the shards in {run_dir / PARTIAL_DIR} chose different subsets (the videos changed between shard jobs, "
+            "or eval.subset differed); rerun all shards on the same inputs"
+        )
     counts = merge_counts([x["counts"] for x in extras])
     generated_dir = Path(extras[0]["sources"]["generated"])
-    samples = (_sample_paths(FolderSource(generated_dir), FolderSource(generated_dir).keys(), counts, int(e.log_videos))
+    chosen = (extras[0].get("subset") or {}).get("generated_keys") or []
+    samples = (_sample_paths(FolderSource(generated_dir), chosen, counts, int(e.log_videos))
                if generated_dir.is_dir() else [])
     extra = {"sources": extras[0]["sources"],
-             "shards": {"num_shards": expected, "merged_from": [str(f) for f in files]},
+             "shards": {"num_shards": expected, "merged_from": [str(f) for f in files]}, "subset": extras[0].get("subset"),
              "samples": samples, "wall_time_s": round(time.time() - started, 1)}
     return _finalize(cfg, run_dir, metrics, counts, extra)

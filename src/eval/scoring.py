@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from src.eval.metric_setup import ConfiguredMetric
+from src.eval.reference_frame import drop_frame
 from src.eval.video_sources import BadVideoError, ClipSpec, ResizeMode, VideoSource, read_clip, resize_clip
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def _skip(counts: dict, side: str, key: str, reason: str) -> None:
 
 
 def _load(source: VideoSource, key: str, clip: ClipSpec, settings: ScoringSettings) -> Tensor:
-    frames = read_clip(source.read(key), clip)
+    frames = read_clip(source.read(key), clip, key)
     return resize_clip(frames, settings.resolution, settings.resize)
 
 
@@ -120,7 +121,7 @@ def _update_generated(metrics: Mapping[str, ConfiguredMetric], items: list[dict]
         gen, real = _stack(group, "video", device), _stack(group, "real", device)
         for m in metrics.values():
             if m.inputs == "paired":
-                m.metric.update(gen, real)
+                m.metric.update(drop_frame(gen, m.drop_frame), drop_frame(real, m.drop_frame))
             elif m.inputs == "conditioned":
                 m.metric.update(gen, real[:, 0])
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -33,31 +34,54 @@ class BadVideoError(ValueError):
     """A video that cannot be used (unreadable, too short); counted in metrics.json, never silently dropped."""
 
 
+def key_seed(base: int, key: str) -> int:
+    """A per-video seed from the name, independent of batch position, shard and resume."""
+    return (int(base) + zlib.crc32(key.encode())) % (2**31 - 1)
+
+
 @dataclass(frozen=True)
 class ClipSpec:
-    """Which frames of a video form the evaluated clip: `start + i * stride` for i < num_frames."""
+    """Which frames of a video form the evaluated clip: `start + i * stride` for i < num_frames. `start` may
+    be "random": a start drawn per video from (`seed`, its name) among those where the clip fits, as
+    DynamiCrafter's zero-shot protocol samples a 16-frame clip anywhere in each test video."""
 
     num_frames: int | None = 16
     stride: int = 1
-    start: int = 0
+    start: int | str = 0
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.stride < 1 or self.start < 0 or (self.num_frames is not None and self.num_frames < 1):
+        bad_start = self.start != "random" and not (isinstance(self.start, int) and self.start >= 0)
+        if self.stride < 1 or bad_start or (self.num_frames is not None and self.num_frames < 1):
             raise ValueError(
-                f"clip needs num_frames >= 1 (or null), stride >= 1 and start >= 0, got {self}; fix eval.clip"
+                f"clip needs num_frames >= 1 (or null), stride >= 1 and start >= 0 or 'random', got {self}; fix eval.clip"
             )
+        if self.start == "random" and self.num_frames is None:
+            raise ValueError("eval.clip.start=random needs a clip length: set eval.clip.num_frames")
 
-    def indices(self, total: int) -> list[int]:
+    def first_index(self, total: int, key: str = "") -> int:
+        """The clip's first frame in a video of `total` frames (drawn from the seed and `key` when random)."""
+        if self.start != "random":
+            return int(self.start)
+        span = (self.num_frames - 1) * self.stride + 1
+        if total < span:
+            raise BadVideoError(
+                f"video has {total} frames; the clip ({self.num_frames} frames at stride {self.stride}) needs {span}"
+            )
+        return int(np.random.default_rng(key_seed(self.seed, key)).integers(0, total - span + 1))
+
+    def indices(self, total: int, key: str = "") -> list[int]:
         """Frame indices for a video of `total` frames; BadVideoError when the video is too short."""
+        start = self.first_index(total, key)
         if self.num_frames is None:
-            idx = list(range(self.start, total, self.stride))
+            idx = list(range(start, total, self.stride))
         else:
-            idx = [self.start + i * self.stride for i in range(self.num_frames)]
+            idx = [start + i * self.stride for i in range(self.num_frames)]
         if not idx or idx[-1] >= total:
-            need = (idx[-1] + 1) if idx else self.start + 1
+            need = (idx[-1] + 1) if idx else start + 1
             raise BadVideoError(
                 f"video has {total} frames; the clip ({self.num_frames} frames at stride {self.stride} from "
-                f"{self.start}) needs {need}"
+                f"{start}) needs {need}"
             )
         return idx
 
@@ -98,29 +122,42 @@ class FolderSource:
 
 
 class ShardSource:
-    """The `mp4` entries of webdataset shards, read by sample key (tar headers indexed once, data on demand)."""
+    """The entries of webdataset shards, read by sample key: tar headers are indexed once and the data of
+    one sample is read on demand, so a job holds no video it does not score. `read(key)` is the `entry`
+    (mp4) of a sample; `sample(key)` all its entries, as webdataset names them ("mp4", "pose.mp4", "json")."""
 
     def __init__(self, spec: str | Sequence[str], entry: str = "mp4") -> None:
         self.spec, self.entry = spec, entry
-        self._index: dict[str, tuple[str, int, int]] = {}
+        self._index: dict[str, dict[str, tuple[str, int, int]]] = {}
         for shard in list_shards(spec):
             with tarfile.open(shard) as archive:
                 for member in archive:
                     name = member.name.rsplit("/", 1)[-1]
                     key, _, ext = name.partition(".")
-                    if member.isfile() and ext == entry:
-                        self._index[key] = (shard, member.offset_data, member.size)
+                    if member.isfile() and ext:
+                        self._index.setdefault(key, {})[ext] = (shard, member.offset_data, member.size)
+        self._index = {k: v for k, v in self._index.items() if entry in v}
         if not self._index:
             raise FileNotFoundError(f"shards {spec!r} hold no '.{entry}' entries; set eval.real_shards correctly")
 
     def keys(self) -> list[str]:
         return sorted(self._index)
 
-    def read(self, key: str) -> bytes:
-        shard, offset, size = self._index[key]
+    def _read(self, where: tuple[str, int, int]) -> bytes:
+        shard, offset, size = where
         with open(shard, "rb") as handle:
             handle.seek(offset)
             return handle.read(size)
+
+    def read(self, key: str) -> bytes:
+        return self._read(self._index[key][self.entry])
+
+    def sample(self, key: str) -> dict[str, Any]:
+        """Every entry of sample `key` as bytes, plus "__key__" and "__url__" (its shard), as webdataset gives it."""
+        entries = self._index[key]
+        out: dict[str, Any] = {ext: self._read(where) for ext, where in entries.items()}
+        out["__key__"], out["__url__"] = key, entries[self.entry][0]
+        return out
 
     def describe(self) -> str:
         return f"shards {self.spec}"
@@ -137,11 +174,11 @@ def build_source(folder: str | None, shards: str | Sequence[str] | None, what: s
     return None
 
 
-def read_clip(data: bytes, clip: ClipSpec) -> Tensor:
-    """mp4 bytes -> `(T, 3, H, W)` uint8 clip; BadVideoError for unreadable or too-short videos."""
+def read_clip(data: bytes, clip: ClipSpec, key: str = "") -> Tensor:
+    """mp4 bytes of video `key` -> `(T, 3, H, W)` uint8 clip; BadVideoError for unreadable or too-short videos."""
     try:
         total = probe_mp4(data).num_frames
-        frames = decode_mp4(data, clip.indices(total))
+        frames = decode_mp4(data, clip.indices(total, key))
     except (VideoDecodeError, IndexError, OSError) as error:
         raise BadVideoError(str(error)) from error
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()

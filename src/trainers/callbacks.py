@@ -1,4 +1,5 @@
-"""Callbacks built from `callbacks:` config: checkpoints, learning rate, throughput, sample videos."""
+"""Callbacks built from `callbacks:` config: checkpoints, learning rate, throughput, sample videos, preemption,
+NaN/Inf guard."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from src.data.video_io import write_mp4
+from src.trainers.nonfinite import build_nonfinite_guard
 from src.trainers.preemption import PreemptionCheckpoint
 
 
@@ -102,6 +104,9 @@ def build_callbacks(cfg: DictConfig, stage_dir: Path) -> list[Callback]:
         )
     if cfg.get("preemption"):
         callbacks.append(PreemptionCheckpoint(**cfg.preemption))
+    guard = build_nonfinite_guard(cfg.get("nonfinite"))
+    if guard is not None:
+        callbacks.append(guard)
     return callbacks
 
 

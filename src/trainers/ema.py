@@ -9,8 +9,9 @@ not copied). Decay warms up as `1 - (1 + n / inv_gamma) ** -power` (capped at `d
 Strategies: single device, DDP and DeepSpeed ZeRO-1/2 hold full parameters on every rank, so every rank
 keeps the same shadow. Under DeepSpeed ZeRO-3 and FSDP parameters are partitioned across ranks; the
 callback refuses to start there (gathering every step would cost a full all-gather of the model).
-Under bf16-mixed DeepSpeed the module's weights are bf16 copies of the fp32 masters: the average is
-accumulated in fp32 from those bf16 values.
+Under bf16-mixed DeepSpeed the module's weights are bf16 copies; the average is taken of the fp32 masters
+(`src.trainers.master_weights`), assembled from the ZeRO partitions at each update (an all-reduce of the
+trainable weights: raise `update_every_n_steps` where that costs too much).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+from src.trainers.master_weights import master_value
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = ("raw", "ema")
@@ -103,8 +106,8 @@ class EMACallback(Callback):
         """shadow <- d * shadow + (1 - d) * param, in fp32, for every trainable parameter."""
         d = self.decay_now()
         params = self.trainable(pl_module)
-        for name, shadow in self.shadow.items():
-            shadow.lerp_(params[name].detach().to(shadow.device, torch.float32), 1.0 - d)
+        for name, shadow in self.shadow.items():  # same order on every rank: master_value is collective
+            shadow.lerp_(master_value(params[name]).to(shadow.device, torch.float32), 1.0 - d)
         self.num_updates += 1
 
     # ---------------------------------------------------------------------------------- lightning hooks
@@ -121,8 +124,13 @@ class EMACallback(Callback):
             self._install(self._loaded, params)
             self._loaded = None
         elif not self.shadow:
-            self.shadow = {n: p.detach().to(torch.float32).clone() for n, p in params.items()}
-            self.last_step = trainer.global_step
+            self.start(pl_module, trainer.global_step)
+
+    def start(self, pl_module: torch.nn.Module, step: int) -> None:
+        """Start the average from the current weights' fp32 masters."""
+        params = self.trainable(pl_module)
+        self.shadow = {n: master_value(p).to(p.device, torch.float32).clone() for n, p in params.items()}
+        self.last_step = step
 
     def _install(self, state: dict[str, Any], params: dict[str, torch.nn.Parameter]) -> None:
         shadow = state["shadow"]
@@ -189,6 +197,10 @@ class EMACallback(Callback):
             yield
         finally:
             self.restore(pl_module, backup)
+
+    def state_for(self, module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+        """The EMA of `module`'s parameters (named `prefix` + name in the LightningModule), on the CPU."""
+        return {n[len(prefix) :]: t.detach().cpu() for n, t in self.shadow.items() if n.startswith(prefix)}
 
     # ------------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -7,8 +7,9 @@ writes it), rank 0 runs `scontrol requeue` when the signal asks for a requeue an
 SLURM, and every rank raises `Preempted` (exit status `PREEMPTED_EXIT_CODE`), so the runner never marks the
 stage finished and the next run (the requeued job) resumes from `last.ckpt` at its step.
 
-Defaults: SIGUSR1 (what `#SBATCH --signal=SIGUSR1@90` sends before the time limit) saves and requeues;
-SIGTERM (preemption with PreemptMode=REQUEUE, where SLURM requeues by itself, or scancel) saves only.
+Defaults: SIGUSR1 (what `#SBATCH --signal=SIGUSR1@90` sends before the time limit) and SIGTERM (what many
+clusters send before killing a preempted job) both save and requeue: the same path. A `save_signals` entry
+saves and exits without requeueing (e.g. SIGTERM where SLURM's PreemptMode=REQUEUE requeues by itself).
 
 Exact replay: the callback stores the global RNG states (torch, numpy, python, CUDA) in every checkpoint and
 restores them when training restarts, so a resumed run draws the same noise and timesteps as an uninterrupted
@@ -32,7 +33,6 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 log = logging.getLogger(__name__)
@@ -124,23 +124,13 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def cluster_environment(auto_requeue: bool = False) -> SLURMEnvironment | None:
-    """Lightning's SLURM environment with its own requeue off (it saves inside the signal handler); None off SLURM.
-
-    Used as `trainer.plugins` in conf/trainer/default.yaml, so that only PreemptionCheckpoint requeues.
-    """
-    if SLURMEnvironment.detect():
-        return SLURMEnvironment(auto_requeue=auto_requeue)
-    return None
-
-
 class PreemptionCheckpoint(Callback):
     """Turns a preemption/time-limit signal into: checkpoint at the next safe point, requeue, exit 75."""
 
     def __init__(
         self,
-        requeue_signals: Sequence[str] = ("SIGUSR1",),
-        save_signals: Sequence[str] = ("SIGTERM",),
+        requeue_signals: Sequence[str] = ("SIGUSR1", "SIGTERM"),
+        save_signals: Sequence[str] = (),
         requeue: bool = True,
         restore_rng: bool = True,
     ) -> None:

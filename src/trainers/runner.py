@@ -22,10 +22,15 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
 
+from src import atomic_io
 from src.export import checkpoint_exists, checkpoint_step
 from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
+from src.trainers.ema import EMACallback
 from src.trainers.loggers import build_loggers, finish_wandb
+from src.trainers.master_weights import master_state_dict
+from src.trainers.nonfinite import NonFiniteGuard
 from src.trainers.scale_callbacks import build_scale_callbacks
 from src.trainers.weights_io import save_net_weights
 
@@ -42,6 +47,7 @@ class StageResult:
     samples: list[str] = field(default_factory=list)
     resumed_from_step: int | None = None
     skipped_samples: int = 0
+    nonfinite_steps: int = 0  # steps whose loss/gradients were NaN/Inf (skipped: callbacks.nonfinite)
     wall_time_s: float = 0.0
 
 
@@ -115,6 +121,19 @@ def accumulation_steps(global_batch: int | None, per_device: int, world_size: in
     return global_batch // per_step
 
 
+def final_net_state(trainer: L.Trainer, module: L.LightningModule, init_weights: str | None) -> dict:
+    """The stage's final `net` weights at full precision: the fp32 masters (not the bf16 copies DeepSpeed trains
+    with, nor ZeRO-3 shards), frozen parts as loaded from `init_weights`, and the EMA when
+    `callbacks.ema.final_weights=ema`."""
+    use_source = trainer.is_global_zero and init_weights and Path(init_weights).is_file()  # rank 0 writes the file
+    source = load_file(init_weights) if use_source else None
+    state = master_state_dict(module.net, frozen_source=source)
+    ema = find_callback(trainer, EMACallback)
+    if ema is not None and ema.final_weights == "ema":
+        state.update(ema.state_for(module.net, prefix="net."))
+    return state
+
+
 def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_weights: str | None) -> StageResult:
     stage_dir = run_dir / name
     weights = stage_weights_path(stage_dir)
@@ -125,7 +144,8 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
 
     started = time.time()
     L.seed_everything(cfg.seed, workers=True)
-    module = instantiate(cfg.model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"))
+    init_weights = init_weights or cfg.model.get("init_weights")
+    module = instantiate(cfg.model, stage=name, init_weights=init_weights)
     loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, name)
     callbacks = build_callbacks(cfg.callbacks, stage_dir) + build_scale_callbacks(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(stage_dir), callbacks=callbacks, logger=loggers or False)
@@ -158,11 +178,13 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
         samples=list(writer.written) if writer else [],
         resumed_from_step=resumed_from,
         skipped_samples=int(module.skipped_samples),
+        nonfinite_steps=guard.bad_steps if (guard := find_callback(trainer, NonFiniteGuard)) else 0,
         wall_time_s=round(time.time() - started, 1),
     )
+    final = final_net_state(trainer, module, init_weights)  # collective under DeepSpeed: every rank calls it
     if trainer.is_global_zero:
-        save_net_weights(module.net, weights, stage=name, steps=str(result.steps))
-        done_file.write_text(json.dumps(asdict(result), indent=2))
+        save_net_weights(final, weights, stage=name, steps=str(result.steps))
+        atomic_io.write_json(done_file, asdict(result))
     trainer.strategy.barrier()
     return result
 
@@ -235,5 +257,5 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         summary["heldout"] = heldout
         summary["samples"] += heldout["videos"]
     if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_io.write_json(run_dir / "summary.json", summary)
     return summary

@@ -5,6 +5,7 @@ accelerator is used (Lightning's DeepSpeed strategy refuses CPUs), that the JSON
 the stage the config group names, and that it leaves accumulation to Lightning. `FrozenAwareDeepSpeedStrategy`
 saves checkpoints without frozen parameters and, on resume, loads them back with a check that the only
 missing keys are those frozen parameters (which the module already loaded from their own weight files).
+Its saves never overwrite a checkpoint in place (`save_engine_checkpoint`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
 from torch import nn
+
+from src import atomic_io
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +105,51 @@ def load_with_frozen_excluded(src: dict[str, torch.Tensor], dst: nn.Module) -> N
     dst.load_state_dict({**{k: current[k] for k in set(current) - set(src)}, **src}, strict=True)
 
 
+def save_engine_checkpoint(
+    engine: Any, folder: str | Path, client_state: dict[str, Any], exclude_frozen_parameters: bool
+) -> str:
+    """Save a DeepSpeed checkpoint directory so that a kill or a write error mid-save leaves the previous one loadable.
+
+    Lightning saves every checkpoint of a directory under the one tag "checkpoint", overwriting the files a
+    resume needs while it writes. Here each save gets its own tag (`step<global_step>`); the `latest` file,
+    which loaders follow, is switched to it atomically only after every rank finished writing; then the older
+    tags are removed. Call on every rank (the engine's save is collective). Returns the tag.
+    """
+    import torch.distributed as dist
+
+    folder = Path(folder)
+    tag = f"step{int(client_state.get('global_step', engine.global_steps)):09d}"
+    engine.save_checkpoint(
+        str(folder), tag=tag, client_state=client_state, save_latest=False,
+        exclude_frozen_parameters=exclude_frozen_parameters,
+    )
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank's shard of this tag is on disk
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        atomic_io.write_text(folder / "latest", tag)
+        for old in folder.iterdir():
+            if old.is_dir() and old.name != tag and (old / "mp_rank_00_model_states.pt").is_file():
+                shutil.rmtree(old, ignore_errors=True)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return tag
+
+
 class FrozenAwareDeepSpeedStrategy(DeepSpeedStrategy):
     """DeepSpeedStrategy whose resume accepts checkpoints saved with `exclude_frozen_parameters=True`.
 
     Lightning asks DeepSpeed for a strict module load, which fails on the excluded frozen keys; this loads
     non-strictly and then requires that exactly the frozen parameters were missing.
     """
+
+    def save_checkpoint(self, checkpoint: dict, filepath, storage_options: Any | None = None) -> None:
+        """Lightning's save (client state without weights/optimizer, which the engine writes) through
+        `save_engine_checkpoint`, so a failed save never damages the previous checkpoint in the directory."""
+        if storage_options is not None:
+            raise TypeError("DeepSpeed checkpoints take no storage_options; leave them unset.")
+        filepath = self.broadcast(filepath)
+        client_state = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
+        save_engine_checkpoint(self.deepspeed_engine, filepath, client_state, self.exclude_frozen_parameters)
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
         client_state = self._load_engine_checkpoint(checkpoint_path, weights_only)

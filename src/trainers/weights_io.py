@@ -6,28 +6,29 @@ weights) and what users load for sampling; Lightning checkpoints stay for resumi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from src import atomic_io
 from src.models.weights import load_strict
 
 
-def save_net_weights(net: nn.Module, path: str | Path, dtype: torch.dtype | None = None, **metadata: str) -> Path:
+def save_net_weights(
+    net: nn.Module | Mapping[str, torch.Tensor], path: str | Path, dtype: torch.dtype | None = None, **metadata: str
+) -> Path:
+    """`net`'s state dict, or a given state dict (e.g. `master_state_dict(net)`), as safetensors, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
-    for key, value in net.state_dict().items():
+    for key, value in (net.state_dict() if isinstance(net, nn.Module) else net).items():
         value = value.detach().cpu()
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
         state[key] = value.contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
-    tmp.replace(path)
-    return path
+    return atomic_io.save_safetensors(state, path, metadata={k: str(v) for k, v in metadata.items()})
 
 
 def load_net_weights(net: nn.Module, path: str | Path) -> None:

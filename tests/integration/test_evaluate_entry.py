@@ -61,14 +61,17 @@ def test_folder_mode_end_to_end(inputs, tmp_path):
     )
     results = json.loads((run / "metrics.json").read_text())
     assert results["protocol"] == "animate_anyone_ubc" and results["mode"] == "folder"
-    assert set(results["metrics"]) == {"ssim", "psnr", "lpips", "fvd"}
+    paired = {"ssim", "psnr", "lpips"}
+    assert set(results["metrics"]) == paired | {"fvd"} | {f"{m}_without_reference" for m in paired}
+    assert results["reference"] == {"frame": 0, "scored": True, "position_in_clip": 0}
     assert results["metrics"]["psnr"] == pytest.approx(_psnr_reference(root, ["a", "b", "c", "d"], 10), rel=1e-6)
     assert 0 < results["metrics"]["lpips"] and results["metrics"]["fvd"] > 0
     counts = results["counts"]
     assert counts["generated"] == 4 and counts["paired"] == 4 and counts["real"] == 4
     assert counts["skipped"]["generated"] == 1 and counts["skipped_videos"][0]["key"] == "broken"
     assert results["weights"]["i3d"]["path"] == str(inputs["i3d"]) and results["weights"]["i3d"]["exists"]
-    assert results["higher_is_better"] == {"ssim": True, "psnr": True, "lpips": False, "fvd": False}
+    higher = {"ssim": True, "psnr": True, "lpips": False, "fvd": False}
+    assert results["higher_is_better"] == {**higher, **{f"{m}_without_reference": higher[m] for m in paired}}
     assert all("broken" not in s for s in results["samples"]) and len(results["samples"]) == 4
     assert results["config"]["eval"]["clip"]["num_frames"] == 10
     assert list((run / "wandb").glob("offline-run-*"))  # no API key: W&B offline, as training

@@ -104,3 +104,24 @@ def test_runner_trains_and_evaluates_a_caption_video_system(cfg, tmp_path):
     assert any("samples" in p for p in summary["samples"])  # the validation writer ran on caption batches
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["metrics"] == json.loads(json.dumps(summary["metrics"]))
+
+
+class NaNAtStep1(StandInModule):
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.global_step == 1 else loss
+
+
+def test_an_injected_nan_is_skipped_and_counted_in_the_summary(cfg, tmp_path):
+    from src.trainers.runner import run
+
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create({"_target_": f"{__name__}.NaNAtStep1"})
+        cfg.evaluation.heldout = False
+        cfg.callbacks.nonfinite.check_every_n_steps = 2
+    summary = run(cfg, tmp_path / "run")
+    assert summary["steps"] == {"finetune": 4}
+    assert summary["stages"]["finetune"]["nonfinite_steps"] == 1
+    trained = StandInNet()
+    load_net_weights(trained, summary["weights"]["finetune"])
+    assert torch.isfinite(trained.colour).all() and trained.colour.abs().min() > 0.01

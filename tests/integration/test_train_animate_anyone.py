@@ -157,12 +157,17 @@ def test_ema_and_performance_switches_through_the_entry_point(tmp_path, demo_cac
         run_dir, demo_cache, "stage=spatial", "stages.spatial.trainer.max_steps=3", "evaluation.heldout=false",
         "data.val.num_videos=0", "callbacks.ema.enabled=true", "callbacks.ema.decay=0.5",
         "performance.sdpa_backend=math", "callbacks.checkpoint.every_n_train_steps=3",
+        "callbacks.ema.final_weights=ema",
     )
     import torch
+    from safetensors.torch import load_file
 
     ckpt = torch.load(run_dir / "spatial" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     (ema,) = [v for k, v in ckpt["callbacks"].items() if "EMACallback" in k]
     assert ema["num_updates"] == 3
+    final = load_file(run_dir / "spatial" / "final" / "net.safetensors")  # final_weights=ema: the fp32 EMA
+    shadow = {k.removeprefix("net."): v for k, v in ema["shadow"].items()}
+    assert shadow and all(torch.equal(final[k], v) for k, v in shadow.items())
     run_entry("src.export", str(run_dir / "spatial" / "checkpoints" / "last.ckpt"), str(tmp_path / "ema"), "--ema")
     assert any((tmp_path / "ema").glob("*.safetensors"))
 

@@ -68,14 +68,22 @@ def _features(videos: torch.Tensor) -> np.ndarray:
 REAL, FAKE = _videos(0, 20), _videos(1, 16, offset=0.2)
 
 
-@pytest.mark.parametrize("covariance,ddof", [("unbiased", 1), ("biased", 0)])
-def test_fvd_matches_float64_reference(covariance, ddof):
-    metric = FrechetVideoDistance(TinyVideoEmbedder(), num_frames=4, covariance=covariance)
+def _quantised(videos: torch.Tensor, quantise: str) -> torch.Tensor:
+    """The flavours' uint8 rounding of float frames, written out independently: none, floor or round."""
+    offset = {"none": None, "floor": 0.0, "round": 0.5}[quantise]
+    return videos if offset is None else torch.floor(videos.double() * 255 + offset).float() / 255
+
+
+@pytest.mark.parametrize(
+    "flavour,ddof,quantise", [("tf_hub", 1, "none"), ("stylegan_v", 0, "round"), ("videogpt", 1, "floor")]
+)
+def test_fvd_matches_float64_reference(flavour, ddof, quantise):
+    metric = FrechetVideoDistance(TinyVideoEmbedder(), num_frames=4, flavour=flavour)
     for chunk in REAL.split(7):
         metric.update(chunk, real=True)
     for chunk in FAKE.split(5):
         metric.update(chunk, real=False)
-    expected = _reference_fvd(_features(REAL), _features(FAKE), ddof)
+    expected = _reference_fvd(_features(_quantised(REAL, quantise)), _features(_quantised(FAKE, quantise)), ddof)
     assert float(metric.compute()) == pytest.approx(expected, rel=1e-6)  # float32 features, other batching
 
 

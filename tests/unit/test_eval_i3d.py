@@ -16,7 +16,7 @@ from src.eval.i3d import (
     load_i3d_extractor,
     min_frames_for_i3d,
     preprocess_for_i3d,
-    resize_frames,
+    squash_tf1_bilinear,
 )
 
 
@@ -86,12 +86,12 @@ def test_torchscript_loading_path(tmp_path):
 
 def test_preprocessing_resizes_every_frame_and_scales_to_unit_range():
     videos = torch.rand(2, 3, 3, 10, 30)
-    out = preprocess_for_i3d(videos)
+    out = preprocess_for_i3d(videos, "short_side_center_crop")
     assert out.shape == (2, 3, 3, 224, 224)
-    expected = (
-        F.interpolate(videos[1, 2][None], size=(224, 224), mode="bilinear", align_corners=False) * 2 - 1
-    )
-    torch.testing.assert_close(out[1, :, 2], expected[0])
+    # short side 10 -> 224, long side ceil(30 * 22.4) = 672, then the centre 224 columns
+    wide = F.interpolate(videos[1, 2][None], size=(224, 672), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out[1, :, 2], wide[0, :, :, 224:448] * 2 - 1)
+    assert preprocess_for_i3d(videos).shape == (2, 3, 3, 224, 224)
     assert preprocess_for_i3d(torch.ones(1, 2, 3, 8, 8)).eq(1).all()
     assert preprocess_for_i3d(torch.zeros(1, 2, 3, 8, 8)).eq(-1).all()
 
@@ -99,7 +99,7 @@ def test_preprocessing_resizes_every_frame_and_scales_to_unit_range():
 def test_tf1_bilinear_matches_legacy_tensorflow_mapping():
     # TF1 resize_bilinear (align_corners=False, no half-pixel centers): source = dst * in / out
     row = torch.tensor([[[[0.0, 10.0]]]])  # 1x2 image
-    out = resize_frames(row.expand(1, 1, 2, 2).contiguous(), 4, "tf1_bilinear")
+    out = squash_tf1_bilinear(row.expand(1, 1, 2, 2).contiguous(), 4)
     torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 5.0, 10.0, 10.0]))
 
 

@@ -63,6 +63,9 @@ def test_partial_shards_merge_to_the_single_run(folders, tmp_path):
         assert merged["counts"][key] == single["counts"][key]
     assert single["counts"]["generated"] == 7 and single["counts"]["real"] == 8
     assert written["shards"]["num_shards"] == 3 and len(written["shards"]["merged_from"]) == 3
+    # how FVD/KVD were computed: the protocol's flavour and the KVD estimator actually used
+    assert written["metric_settings"]["fvd"]["flavour"]["name"] == "tf_hub"
+    assert written["metric_settings"]["kvd"]["subsets"] == 4 and written["metric_settings"]["kvd"]["scale"] == 1.0
 
     # a missing shard is named; a merge with other settings is refused
     (sharded / "partial" / "shard_1.pt").unlink()
@@ -78,3 +81,9 @@ def test_partial_shards_merge_to_the_single_run(folders, tmp_path):
     with pytest.raises(ValueError, match="another eval config"):
         run_evaluation(compose_eval(_overrides(root, i3d, None) + ["eval.num_shards=2", "eval.merge=true",
                                                                      "eval.clip.stride=1"]), other)
+
+
+def test_protocol_flavour_bound_to_the_other_i3d_file_is_refused_early(folders, tmp_path):
+    root, i3d = folders  # a TorchScript file; videogpt runs the i3d_pretrained_400.pt state dict
+    with pytest.raises(ValueError, match=r"flavour 'videogpt' runs i3d_pretrained_400\.pt.*eval\.weights\.i3d"):
+        run_evaluation(compose_eval(_overrides(root, i3d, None) + ["eval.fvd_flavour=videogpt"]), tmp_path / "run")

@@ -110,7 +110,7 @@ def test_without_rng_restore_the_resumed_losses_differ(tmp_path, monkeypatch):
 
 def test_save_only_signal_does_not_requeue(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        preemption, "requeue_slurm_job", lambda job: pytest.fail("must not requeue on SIGTERM")
+        preemption, "requeue_slurm_job", lambda job: pytest.fail("must not requeue on a save-only signal")
     )
     monkeypatch.setenv("SLURM_JOB_ID", "5")
 
@@ -120,8 +120,8 @@ def test_save_only_signal_does_not_requeue(tmp_path, monkeypatch):
                 os.kill(os.getpid(), signal.SIGTERM)
             return super().training_step(batch, batch_idx)
 
-    with pytest.raises(Preempted, match="not requeued"):
-        _fit(tmp_path, _seeded(TermAtStep1), max_steps=8)
+    with pytest.raises(Preempted, match="not requeued"):  # SIGTERM configured as save-only
+        _fit(tmp_path, _seeded(TermAtStep1), max_steps=8, requeue_signals=["SIGUSR1"], save_signals=["SIGTERM"])
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
