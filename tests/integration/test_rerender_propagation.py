@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from src.data.video_io import decode_mp4, write_mp4
 from src.rerender.demo import demo_video, stylise
 from tests.conftest import run_entry
 
+
+@pytest.mark.slow  # ~4 min on the loaded 2-core box (13 frames of PatchMatch at 48x64)
 def test_demo_propagation_beats_every_baseline_on_psnr_and_temporal_consistency(tmp_path):
     out = tmp_path / "demo"
     run_entry("src.sample", "experiment=rerender_demo", f"sample.out={out}", timeout=1200)
