@@ -67,3 +67,16 @@ def test_build_flow_names_the_missing_raft_file_and_rejects_unknown_names(tmp_pa
         build_flow("raft", raft_checkpoint=tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="'raft' or 'dis'"):
         build_flow("gmflow")
+
+
+def test_raft_provider_loads_a_local_checkpoint_strictly_and_gives_flow_pairs(tmp_path):
+    from torchvision.models.optical_flow import raft_small
+
+    torch.manual_seed(0)
+    path = tmp_path / "raft_small.pth"
+    torch.save(raft_small(weights=None).state_dict(), path)
+    flow = build_flow("raft", raft_checkpoint=path, raft_variant="raft_small", num_flow_updates=2)
+    pairs = pair_flows(torch.stack([smooth_image(24, 40), smooth_image(24, 40, -1.0)]), flow)
+    assert pairs.forward.shape == (1, 2, 24, 40) and pairs.forward_valid.dtype == torch.bool
+    with pytest.raises(ValueError, match="not a torchvision raft_large checkpoint"):
+        build_flow("raft", raft_checkpoint=path, raft_variant="raft_large")
