@@ -152,7 +152,11 @@ class AnimateAnyoneTestSet(ShardTestSet):
 
 
 class AnimateAnyoneGenerator:
-    """A trained Animate Anyone (model config + a stage's `net.safetensors`) animating test items one by one."""
+    """A trained Animate Anyone (model config + a stage's `net.safetensors`) animating test items one by one.
+
+    With `model.net.init=moore` the model config loads Moore-AnimateAnyone's released weights itself, so
+    `weights` may be null (evaluate the release as is) or a fine-tuned `net.safetensors`.
+    """
 
     def __init__(
         self,
@@ -164,9 +168,11 @@ class AnimateAnyoneGenerator:
         device: str = "auto",
         fps: float = 8.0,
     ) -> None:
+        init = OmegaConf.select(OmegaConf.create(model), "net.init") if model is not None else None
         self.module, self.device = load_trained_module(
             model, weights, stage, device, example_model="animate_anyone",
             weights_hint="a stage's <run_dir>/<stage>/final/net.safetensors written by python -m src.train",
+            weights_required=init != "moore",
         )
         self.num_steps, self.guidance_scale, self.fps = num_steps, guidance_scale, float(fps)
 

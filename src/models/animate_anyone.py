@@ -26,7 +26,7 @@ from src.models.reference_attention import (
 )
 from src.models.weights import load_diffusers_model
 
-__all__ = ["AnimateAnyoneNet", "PoseInjectedConv2d", "build_tiny_unet", "load_unet"]
+__all__ = ["AnimateAnyoneNet", "PoseInjectedConv2d", "build_tiny_unet", "drop_reference_head", "load_unet"]
 
 STAGES = ("spatial", "temporal")
 UNET_PUBLISHED_AT = (
@@ -73,6 +73,19 @@ class PoseInjectedConv2d(nn.Conv2d):
 
 
 REFERENCE_INITS = ("own", "copy_denoising")
+BANK_DTYPES = {None: None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def drop_reference_head(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """Remove the reference UNet's output head (conv_norm_out, conv_out): its output is never used.
+
+    Moore-AnimateAnyone's reference UNet has no such layers (its reference_unet.pth lacks their 4 keys), so
+    dropping them lets that file load strictly; conv_out becomes an Identity so diffusers' forward still runs.
+    """
+    unet.conv_norm_out = None
+    unet.conv_act = None
+    unet.conv_out = nn.Identity()
+    return unet
 
 
 def copy_unet_weights(source: UNet2DConditionModel, into: UNet2DConditionModel) -> None:
@@ -92,6 +105,14 @@ class AnimateAnyoneNet(nn.Module):
     `reference_init`: "own" keeps each UNet as built or loaded (with pretrained weights both load SD, as in
     the paper); "copy_denoising" starts the ReferenceNet from the denoising UNet's weights, which gives a
     from-scratch model the paper's starting point: reference and frame features in the same space.
+    The reference UNet's unused output head is dropped (`drop_reference_head`).
+
+    `bank_dtype`: None keeps the reference tokens in the UNet's dtype; "float16" rounds them as Moore does by
+    default (its `ReferenceAttentionControl.update(dtype=torch.float16)`), halving the bank's memory.
+    `freeze_reference_last_up_block`: also freeze the reference UNet's whole last up block in stage 1, as
+    Moore does (`up_blocks.3`); by default only parameters with no path to the bank are frozen.
+    `weights_origin` names where the weights came from ("moore" for `src.models.moore.load_moore_net`), so
+    training and sampling can default to the conventions those weights were trained with.
     """
 
     def __init__(
@@ -100,16 +121,23 @@ class AnimateAnyoneNet(nn.Module):
         denoising_unet: UNet2DConditionModel,
         pose_guider: PoseGuider,
         reference_init: str = "own",
+        bank_dtype: str | None = None,
+        freeze_reference_last_up_block: bool = False,
+        weights_origin: str | None = None,
     ) -> None:
         super().__init__()
         if reference_init not in REFERENCE_INITS:
             raise ValueError(f"model.net.reference_init={reference_init!r} is not one of {REFERENCE_INITS}.")
+        if bank_dtype not in BANK_DTYPES:
+            raise ValueError(f"model.net.bank_dtype={bank_dtype!r} is not one of {list(BANK_DTYPES)}.")
         if reference_init == "copy_denoising":
             copy_unet_weights(denoising_unet, into=reference_unet)
-        self.reference_unet = reference_unet
+        self.reference_unet = drop_reference_head(reference_unet)
         self.denoising_unet: UNet2DConditionModel | UNetMotionModel = denoising_unet
         self.pose_guider = pose_guider
-        self.bank = ReferenceBank()
+        self.freeze_reference_last_up_block = freeze_reference_last_up_block
+        self.weights_origin = weights_origin
+        self.bank = ReferenceBank(dtype=BANK_DTYPES[bank_dtype])
         self._gradient_checkpointing = False
         self._check_pose_guider()
         if pose_guider.injection == "conv_in":
@@ -139,11 +167,14 @@ class AnimateAnyoneNet(nn.Module):
         """Current stage: spatial until enable_temporal() was called, then temporal."""
         return "temporal" if isinstance(self.denoising_unet, UNetMotionModel) else "spatial"
 
-    def enable_temporal(self, adapter: MotionAdapter, zero_proj_out: bool = True) -> None:
-        """Inflate the denoising UNet with motion modules (stage 2); re-attaches the reference processors."""
+    def enable_temporal(
+        self, adapter: MotionAdapter, zero_proj_out: str | bool = "fresh", norm: str = "per_frame"
+    ) -> None:
+        """Inflate the denoising UNet with motion modules (stage 2); re-attaches the reference processors.
+        `zero_proj_out` and `norm`: see `src.models.motion.to_motion_unet`."""
         if self.stage == "temporal":
             raise RuntimeError("enable_temporal() was already called; the denoising UNet has motion modules.")
-        motion = to_motion_unet(self.denoising_unet, adapter, zero_proj_out=zero_proj_out)
+        motion = to_motion_unet(self.denoising_unet, adapter, zero_proj_out=zero_proj_out, norm=norm)
         if self.pose_guider.injection == "conv_in":
             self._wrap_conv_in(motion)
         if self._gradient_checkpointing:
@@ -158,7 +189,8 @@ class AnimateAnyoneNet(nn.Module):
         self.denoising_unet.enable_gradient_checkpointing()
 
     def set_trainable(self, stage: str) -> None:
-        """spatial: denoising UNet (minus motion modules), reference UNet minus its unused tail, pose guider.
+        """spatial: denoising UNet (minus motion modules), reference UNet minus its unused tail (and minus its
+        last up block with freeze_reference_last_up_block), pose guider.
         temporal: only the motion modules. Everything else gets requires_grad False."""
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
@@ -167,8 +199,10 @@ class AnimateAnyoneNet(nn.Module):
             for name, param in self.denoising_unet.named_parameters():
                 param.requires_grad_("motion_modules" not in name)
             unused = unused_reference_parameter_names(self.reference_unet)
+            last_up = f"up_blocks.{len(self.reference_unet.up_blocks) - 1}."
             for name, param in self.reference_unet.named_parameters():
-                param.requires_grad_(name not in unused)
+                frozen = name in unused or (self.freeze_reference_last_up_block and name.startswith(last_up))
+                param.requires_grad_(not frozen)
             self.pose_guider.requires_grad_(True)
         else:
             if self.stage != "temporal":

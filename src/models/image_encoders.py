@@ -77,6 +77,13 @@ class ClipImageEmbedder(nn.Module):
         """Normalised CLIP input (N, 3, S, S) -> projected embedding (N, D)."""
         raise NotImplementedError
 
+    def zero_input_embedding(self, batch: int) -> torch.Tensor:
+        """(batch, 1, D) embedding of an all-zero CLIP input (zeros after normalisation): Moore-AnimateAnyone's
+        unconditional CLIP input in training (`zeros_like(clip_image)` of the processed image)."""
+        param = next(self.parameters())
+        pixel_values = torch.zeros(batch, 3, self.image_size, self.image_size, device=param.device, dtype=param.dtype)
+        return self.embed(pixel_values).unsqueeze(1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixel_values = self.preprocess(images)
         param = next(self.parameters())

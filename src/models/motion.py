@@ -4,15 +4,24 @@
 style), converts the names, infers the adapter config from the tensor shapes and loads strictly: a motion
 module that silently failed to load (Moore-AnimateAnyone issues #31/#32) is the classic cause of flicker.
 Videos entering UNetMotionModel are `b c t h w`; it folds frames into the batch b-major internally.
+
+Motion-module GroupNorm: diffusers' AnimateDiffTransformer3D normalises a sample over all its frames at once,
+while original AnimateDiff and Moore-AnimateAnyone normalise each frame separately (`(b f) c h w`), which is
+what every `mm_sd_v15*.ckpt` and Moore's motion_module.pth were trained with (on shared weights the outputs
+differ by 9 % relative). `to_motion_unet(norm="per_frame")` (the default) puts a `PerFrameGroupNorm` (same
+parameters, so the same state-dict names) in each motion module; `norm="across_frames"` keeps diffusers' norm,
+for adapters trained with diffusers' UNetMotionModel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 
@@ -31,8 +40,16 @@ __all__ = [
     "infer_motion_adapter_config",
     "to_motion_unet",
     "motion_parameter_names",
+    "motion_adapter_from_original",
+    "PerFrameGroupNorm",
+    "MOTION_NORMS",
+    "ZERO_PROJ_OUT",
     "MOTION_PUBLISHED_AT",
 ]
+
+MOTION_NORMS = ("per_frame", "across_frames")
+# fresh: zero the output projection of freshly initialised motion modules only; always / never.
+ZERO_PROJ_OUT = ("fresh", "always", "never")
 
 MOTION_PUBLISHED_AT = (
     "https://huggingface.co/guoyww/animatediff (mm_sd_v15_v2.ckpt, original layout) or "
@@ -75,6 +92,28 @@ def build_motion_adapter(
     )
 
 
+class PerFrameGroupNorm(torch.nn.GroupNorm):
+    """GroupNorm of each frame of a `b c f h w` input on its own, as original AnimateDiff's `(b f) c h w` norm.
+
+    Same parameters as the nn.GroupNorm it replaces, so checkpoints load unchanged; 4-D inputs are plain frames.
+    """
+
+    @classmethod
+    def from_group_norm(cls, norm: torch.nn.GroupNorm) -> PerFrameGroupNorm:
+        new = cls(norm.num_groups, norm.num_channels, eps=norm.eps, affine=norm.affine, device="meta")
+        new.weight, new.bias = norm.weight, norm.bias
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return super().forward(x)
+        if x.ndim != 5:
+            raise ValueError(f"PerFrameGroupNorm expects (b, c, f, h, w) or (n, c, h, w), got {tuple(x.shape)}.")
+        frames = x.transpose(1, 2).flatten(0, 1)
+        out = F.group_norm(frames, self.num_groups, self.weight, self.bias, self.eps)
+        return out.unflatten(0, (x.shape[0], x.shape[2])).transpose(1, 2)
+
+
 def convert_original_motion_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Original AnimateDiff names -> diffusers MotionAdapter names.
 
@@ -95,7 +134,7 @@ def convert_original_motion_state_dict(state_dict: dict[str, torch.Tensor]) -> d
         pe = _PE_KEY.match(rest)
         if pe is not None:
             new_key = f"{prefix}.{pe['block']}.pos_embed.pe"
-            if new_key in converted and not torch.equal(converted[new_key], value):
+            if new_key in converted and not value.is_meta and not torch.equal(converted[new_key], value):
                 raise WeightLoadError(f"{key}: the two attention blocks' pos_encoder.pe tables differ.")
             converted[new_key] = value
             continue
@@ -168,41 +207,91 @@ def load_motion_adapter(
     """MotionAdapter from a diffusers folder, or from an original AnimateDiff .ckpt/.pt/.safetensors file.
 
     For original files the config is inferred from the shapes (heads/groups are arguments: 8 and 32 in every
-    AnimateDiff release). The stored sinusoidal tables must agree with diffusers' own formula; a file without
-    them gets diffusers' (they are a constant, not learned) with `max_seq_length` frames.
+    AnimateDiff release). The adapter is marked as pretrained (`adapter.pretrained_from`), so stage 2 keeps its
+    output projections by default (see `to_motion_unet`).
     """
     path = require_file(path, config_key, MOTION_PUBLISHED_AT)
     if path.is_dir():
-        return load_diffusers_model(MotionAdapter, path, config_key, MOTION_PUBLISHED_AT)
-    state_dict = convert_original_motion_state_dict(load_state_dict_file(path))
+        adapter = load_diffusers_model(MotionAdapter, path, config_key, MOTION_PUBLISHED_AT)
+    else:
+        adapter = motion_adapter_from_original(
+            load_state_dict_file(path), str(path), num_attention_heads, norm_num_groups, max_seq_length
+        )
+    adapter.pretrained_from = str(path)
+    return adapter
+
+
+def motion_adapter_from_original(
+    state_dict: dict[str, torch.Tensor],
+    source: str,
+    num_attention_heads: int = 8,
+    norm_num_groups: int = 32,
+    max_seq_length: int = 32,
+    dtype: torch.dtype = torch.float32,
+) -> MotionAdapter:
+    """A MotionAdapter (in `dtype`) strictly loaded from an original-layout (AnimateDiff / Moore) motion state dict.
+
+    The stored sinusoidal tables must agree with diffusers' own formula; a dict without them gets diffusers'
+    (they are a constant, not learned) with `max_seq_length` frames. Meta tensors give a meta adapter.
+    """
+    state_dict = convert_original_motion_state_dict(state_dict)
     config = infer_motion_adapter_config(state_dict, num_attention_heads, norm_num_groups, max_seq_length)
-    adapter = MotionAdapter(**config)
+    meta = any(v.is_meta for v in state_dict.values())
+    with torch.device("meta" if meta else "cpu"):
+        adapter = MotionAdapter(**config).to(dtype)
     reference = adapter.state_dict()
     for key, value in reference.items():
         if not key.endswith("pos_embed.pe"):
             continue
         if key not in state_dict:
             state_dict[key] = value.clone()
-        elif state_dict[key].shape == value.shape:
+        elif state_dict[key].shape == value.shape and not meta:
             diff = (state_dict[key].float() - value.float()).abs().max().item()
             if diff > _PE_TOLERANCE:
                 raise WeightLoadError(
-                    f"{path}: {key} differs from diffusers' sinusoidal table by {diff:.3g}; the checkpoint uses a "
+                    f"{source}: {key} differs from diffusers' sinusoidal table by {diff:.3g}; the checkpoint uses a "
                     "different positional encoding than diffusers' MotionAdapter."
                 )
-    load_strict(adapter, state_dict, source=str(path))
+    load_strict(adapter, state_dict, source=source)
     return adapter
 
 
+@contextlib.contextmanager
+def _construction_dtype(dtype: torch.dtype):
+    """from_unet2d builds in the default dtype, copies the weights in, then casts: for a float64 UNet the copy
+    would round every weight to float32, so build in float64 then (lower dtypes round-trip through float32)."""
+    if dtype != torch.float64:
+        yield
+        return
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def to_motion_unet(
-    unet2d: UNet2DConditionModel, adapter: MotionAdapter, zero_proj_out: bool = True
+    unet2d: UNet2DConditionModel,
+    adapter: MotionAdapter,
+    zero_proj_out: str | bool = "fresh",
+    norm: str = "per_frame",
 ) -> UNetMotionModel:
     """Inflate a 2D UNet with motion modules (diffusers' from_unet2d), on the 2D UNet's device and dtype.
 
-    zero_proj_out zeroes every motion module's output projection, so the motion UNet starts equal to the 2D
-    UNet applied frame by frame (AnimateDiff's zero_initialize). With pretrained motion weights, set it False
-    to keep them (Moore loads mm_sd_v15_v2 without zeroing, which its issue #110 links to noisy starts).
+    zero_proj_out: "fresh" (default) zeroes every motion module's output projection only when the adapter was
+    freshly initialised, so the motion UNet starts equal to the 2D UNet applied frame by frame (AnimateDiff's
+    zero_initialize) and pretrained motion modules (`load_motion_adapter`) run as trained: zeroing them would
+    discard their behaviour and pass no gradient to their inner layers until proj_out has grown. "always"
+    zeroes pretrained ones too: stage 2 then starts exactly at the stage-1 model (Moore loads mm_sd_v15_v2
+    unzeroed, and its issue #110 reports noisy samples at the start of stage 2). "never" keeps any init.
+    True/False are read as "always"/"never". norm: see the module docstring.
     """
+    zero_proj_out = {True: "always", False: "never"}.get(zero_proj_out, zero_proj_out)
+    if zero_proj_out not in ZERO_PROJ_OUT:
+        raise ValueError(f"zero_motion_proj_out={zero_proj_out!r} is not one of {ZERO_PROJ_OUT} (or true/false).")
+    if norm not in MOTION_NORMS:
+        raise ValueError(f"motion_norm={norm!r} is not one of {MOTION_NORMS}.")
     unet_groups = unet2d.config.norm_num_groups
     adapter_groups = adapter.config.motion_norm_num_groups
     if unet_groups != adapter_groups:
@@ -212,12 +301,17 @@ def to_motion_unet(
             "Build the adapter with the UNet's norm_num_groups."
         )
     device = unet2d.device
-    motion = UNetMotionModel.from_unet2d(unet2d, adapter)  # builds on CPU in the 2D UNet's dtype
+    with torch.device("meta" if device.type == "meta" else "cpu"), _construction_dtype(unet2d.dtype):
+        motion = UNetMotionModel.from_unet2d(unet2d, adapter)  # in the 2D UNet's dtype
     motion.to(device=device)
-    if zero_proj_out:
-        with torch.no_grad():
-            for name, module in motion.named_modules():
-                if isinstance(module, AnimateDiffTransformer3D) and "motion_modules" in name:
+    pretrained = getattr(adapter, "pretrained_from", None) is not None
+    zero = zero_proj_out == "always" or (zero_proj_out == "fresh" and not pretrained)
+    for name, module in motion.named_modules():
+        if isinstance(module, AnimateDiffTransformer3D) and "motion_modules" in name:
+            if norm == "per_frame":
+                module.norm = PerFrameGroupNorm.from_group_norm(module.norm)
+            if zero:
+                with torch.no_grad():
                     module.proj_out.weight.zero_()
                     module.proj_out.bias.zero_()
     return motion

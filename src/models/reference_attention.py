@@ -34,9 +34,11 @@ class ReferenceBank:
     `use_reference` (B,) bool: False marks unconditional samples, which attend to their own tokens only.
     After `seal()` writes are ignored, so recomputation under activation checkpointing (which re-runs the
     reference UNet's forward during backward) cannot overwrite the entries; `clear()` unseals.
+    `dtype` (optional) stores the tokens in that precision (Moore keeps its bank in float16).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: torch.dtype | None = None) -> None:
+        self.dtype = dtype
         self.entries: dict[str, torch.Tensor] = {}
         self._use_reference: torch.Tensor | None = None
         self._needs_mask = False
@@ -71,7 +73,7 @@ class ReferenceBank:
 
     def write(self, name: str, tokens: torch.Tensor) -> None:
         if not self.sealed:
-            self.entries[name] = tokens
+            self.entries[name] = tokens if self.dtype is None else tokens.to(self.dtype)
 
     def seal(self) -> None:
         self.sealed = True

@@ -26,6 +26,11 @@ from src.trainers.weights_io import load_net_weights
 log = logging.getLogger(__name__)
 
 STAGES = ("spatial", "temporal")
+# The unconditional input (conditioning dropout in training, the CFG branch in sampling). "ours": per-sample
+# dropout, zero CLIP embedding, no reference tokens. "moore": Moore-AnimateAnyone's training convention, one
+# draw for the whole batch, CLIP embedding of an all-zero CLIP input, no reference tokens. "auto": "moore" for
+# nets loaded from Moore's weights (net.weights_origin), so guidance means what it meant in their training.
+UNCOND_MODES = ("auto", "ours", "moore")
 
 
 @dataclass
@@ -48,7 +53,9 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         stage: str = "spatial",
         motion_adapter: Callable[[], nn.Module] | None = None,
-        zero_motion_proj_out: bool = True,
+        zero_motion_proj_out: str | bool = "fresh",
+        motion_norm: str = "per_frame",
+        uncond: str = "auto",
         init_weights: str | None = None,
         cond_drop_prob: float = 0.1,
         warmup_steps: int = 0,
@@ -63,8 +70,13 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
             raise ValueError(f"stage={stage!r} is not one of {STAGES}.")
         if not 0.0 <= cond_drop_prob < 1.0:
             raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}.")
+        if uncond not in UNCOND_MODES:
+            raise ValueError(f"model.uncond={uncond!r} is not one of {UNCOND_MODES}.")
         self.stage = stage
         self.net = net
+        if uncond == "auto":
+            uncond = "moore" if getattr(net, "weights_origin", None) == "moore" else "ours"
+        self.uncond = uncond
         self.codec = codec.requires_grad_(False).eval()
         self.image_encoder = image_encoder.requires_grad_(False).eval()
         self.objective = DiffusionObjective(noise, loss)
@@ -85,7 +97,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
                     "config to build one); see conf/model/animate_anyone.yaml."
                 )
             if self.net.stage != "temporal":
-                self.net.enable_temporal(motion_adapter(), zero_proj_out=zero_motion_proj_out)
+                self.net.enable_temporal(motion_adapter(), zero_proj_out=zero_motion_proj_out, norm=motion_norm)
         self.net.set_trainable(stage)
         if gradient_checkpointing:
             self.net.enable_gradient_checkpointing()
@@ -115,10 +127,11 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         with torch.no_grad():
             reference_latents = self.codec.encode(reference)
             clip_embeds = self.image_encoder(reference)
-        # Per-sample conditioning dropout, matching the unconditional branch at sampling time:
-        # a zero CLIP embedding and no reference tokens.
+        # Conditioning dropout, matching the unconditional branch at sampling time (see UNCOND_MODES).
         drop, noise, timesteps = self.draw_randomness(latents, batch.get("sample_seed"))
-        clip_embeds = clip_embeds.masked_fill(drop[:, None, None], 0.0)
+        if self.uncond == "moore":
+            drop = drop[:1].expand(b)  # Moore drops the whole batch or none of it
+        clip_embeds = torch.where(drop[:, None, None], self.unconditional_clip(b).to(clip_embeds), clip_embeds)
         noisy = self.objective.add_noise(latents, noise, timesteps)
         prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=~drop)
         loss = self.objective.loss(prediction, self.objective.target(latents, noise, timesteps), timesteps)
@@ -145,6 +158,14 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
             noises.append(self.objective.sample_noise(latents[i : i + 1], generator=g))
             steps.append(self.objective.sample_timesteps(1, device, generator=g))
         return torch.cat(drops), torch.cat(noises), torch.cat(steps)
+
+    @torch.no_grad()
+    def unconditional_clip(self, batch: int) -> torch.Tensor:
+        """(batch, 1, D) CLIP input of the unconditional branch: zeros, or Moore's embedding of a zero image."""
+        if self.uncond == "moore":
+            return self.image_encoder.zero_input_embedding(batch)
+        param = next(self.image_encoder.parameters())
+        return torch.zeros(batch, 1, self.image_encoder.embed_dim, device=param.device, dtype=param.dtype)
 
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters; the Pose Guider in its own group when it gets a learning-rate multiplier
@@ -183,7 +204,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         """reference `b c h w` in [-1, 1] + pose `b c t h w` in [0, 1] -> video `b c t h w` in [-1, 1].
 
         The ReferenceNet runs once for the whole sampling run; the unconditional branch of classifier-free
-        guidance gets a zero CLIP embedding and no reference tokens, exactly as in training dropout.
+        guidance gets no reference tokens and the CLIP input of training dropout (`unconditional_clip`).
         """
         num_steps = num_steps or self.sampling.num_steps
         scale = self.sampling.guidance_scale if guidance_scale is None else guidance_scale
@@ -193,7 +214,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         clip_embeds = self.image_encoder(reference)
         use_guidance = scale != 1.0
         if use_guidance:
-            clip_in = torch.cat([torch.zeros_like(clip_embeds), clip_embeds])
+            clip_in = torch.cat([self.unconditional_clip(b).to(clip_embeds), clip_embeds])
             reference_in = torch.cat([reference_latents, reference_latents])
             use_reference = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
             pose_in = torch.cat([pose, pose])

@@ -229,7 +229,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         init = previous_weights
         if name != all_names[0] and init is None:
             init = scfg.model.get("init_weights")
-            if not init:
+            # a net built from a released model (model.net.init=moore) already holds the earlier stage's weights
+            if not init and OmegaConf.select(scfg, "model.net.init") != "moore":
                 raise FileNotFoundError(
                     f"stage {name} starts from the previous stage's weights, but {stage_weights_path(run_dir / all_names[all_names.index(name) - 1])} "
                     f"does not exist; run stage={all_names[all_names.index(name) - 1]} first in the same hydra.run.dir, or set "

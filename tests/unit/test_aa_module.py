@@ -62,3 +62,43 @@ def test_frozen_encoders_stay_in_eval_mode(spatial):
     spatial.train()
     assert not spatial.image_encoder.training and not spatial.codec.training
     assert spatial.net.training
+
+
+def test_moore_unconditional_input_is_the_clip_embedding_of_a_zero_image_for_the_whole_batch(spatial):
+    """uncond=moore: Moore's training dropout (CLIP of an all-zero CLIP input, whole batch, no reference);
+    ours: per sample, zero embedding. The same input feeds the CFG branch in sampling."""
+    encoder = spatial.image_encoder
+    blank = encoder.embed(torch.zeros(1, 3, encoder.image_size, encoder.image_size))
+    assert spatial.uncond == "ours" and not spatial.unconditional_clip(2).any()
+    spatial.uncond = "moore"
+    try:
+        uncond = spatial.unconditional_clip(2)
+        torch.testing.assert_close(uncond, blank[:, None].expand(2, 1, -1))
+        assert uncond.abs().sum() > 0
+        seen = {}
+
+        class Record(torch.nn.Module):
+            def forward(self, noisy, timesteps, clip_embeds, reference_latents, pose, use_reference):
+                seen.update(clip=clip_embeds.clone(), use_reference=use_reference.clone())
+                return torch.zeros_like(noisy, requires_grad=True)
+
+        batch = {"pixel_values": torch.rand(4, 3, 1, 64, 64) * 2 - 1, "pose": torch.rand(4, 3, 1, 64, 64),
+                 "reference": torch.rand(4, 3, 64, 64) * 2 - 1}
+        spatial.cond_drop_prob = 0.5
+        spatial.log = lambda *a, **k: None
+        real_net, spatial.net = spatial.net, Record()
+        outcomes = set()
+        for seed in range(12):
+            torch.manual_seed(seed)
+            spatial.training_step(batch, 0)
+            use = seen["use_reference"]
+            assert bool(use.all()) or not bool(use.any())  # one decision for the batch
+            if not use.any():
+                torch.testing.assert_close(seen["clip"], blank[:, None].expand(4, 1, -1))
+            outcomes.add(bool(use.all()))
+        assert outcomes == {True, False}
+    finally:
+        spatial.uncond, spatial.cond_drop_prob = "ours", 0.1
+        if "real_net" in locals():
+            spatial.net = real_net
+        del spatial.log

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import MotionAdapter
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 
 from src.models.animate_anyone import build_tiny_unet
 from src.models.motion import (
+    PerFrameGroupNorm,
     build_motion_adapter,
     load_motion_adapter,
     motion_parameter_names,
@@ -184,3 +186,55 @@ def test_diffusers_folder_loads_strictly(tmp_path: Path) -> None:
         assert torch.equal(loaded.state_dict()[key], value), key
     with pytest.raises(FileNotFoundError, match="model.motion_adapter.path"):
         load_motion_adapter(tmp_path / "nowhere")
+
+
+def _proj_out_weights(motion) -> list[torch.Tensor]:
+    return [m.proj_out.weight for n, m in motion.named_modules() if n.endswith(".motion_modules.0")]
+
+
+def test_pretrained_motion_modules_keep_proj_out_by_default_and_zero_only_when_asked(tmp_path: Path) -> None:
+    """Default "fresh": a freshly built adapter is zeroed, a loaded one runs as trained; "always" zeroes it too."""
+    torch.manual_seed(0)
+    unet2d = build_tiny_unet(8, 4, 4)
+    fresh = to_motion_unet(unet2d, _randomize(_adapter()))
+    assert all(not w.any() for w in _proj_out_weights(fresh))
+    adapter = _randomize(_adapter())
+    torch.save(_to_original_layout(adapter.state_dict()), tmp_path / "mm.ckpt")
+    pretrained = load_motion_adapter(tmp_path / "mm.ckpt", num_attention_heads=4, norm_num_groups=8)
+    kept = to_motion_unet(unet2d, pretrained)
+    stored = adapter.down_blocks[0].motion_modules[0].proj_out.weight
+    assert torch.equal(kept.down_blocks[0].motion_modules[0].proj_out.weight, stored)
+    assert all(w.abs().sum() > 0 for w in _proj_out_weights(kept))
+    zeroed = to_motion_unet(unet2d, load_motion_adapter(tmp_path / "mm.ckpt", 4, 8), zero_proj_out="always")
+    assert all(not w.any() for w in _proj_out_weights(zeroed))
+    with pytest.raises(ValueError, match="zero_motion_proj_out"):
+        to_motion_unet(unet2d, pretrained, zero_proj_out="sometimes")
+
+
+def test_per_frame_group_norm_normalises_each_frame_on_its_own() -> None:
+    """Against the GroupNorm formula applied frame by frame (original AnimateDiff's `(b f) c h w` norm)."""
+    torch.manual_seed(0)
+    norm = PerFrameGroupNorm(4, 8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 8, 3, 5, 5) * torch.arange(1, 4).view(1, 1, 3, 1, 1)  # frames with different scales
+    expected = torch.empty_like(x)
+    for b in range(2):
+        for f in range(3):
+            groups = x[b, :, f].reshape(4, -1)
+            mean, var = groups.mean(1, keepdim=True), groups.var(1, unbiased=False, keepdim=True)
+            normed = ((groups - mean) / torch.sqrt(var + 1e-6)).reshape(8, 5, 5)
+            expected[b, :, f] = normed * norm.weight.view(8, 1, 1) + norm.bias.view(8, 1, 1)
+    torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-5)
+    across = torch.nn.functional.group_norm(x, 4, norm.weight, norm.bias, 1e-6)
+    assert (across - expected).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("norm", ["per_frame", "across_frames"])
+def test_motion_norm_choice_is_placed_in_every_motion_module(norm: str) -> None:
+    torch.manual_seed(0)
+    motion = to_motion_unet(build_tiny_unet(8, 4, 4), _adapter(), norm=norm)
+    norms = [m.norm for m in motion.modules() if isinstance(m, AnimateDiffTransformer3D)]
+    assert norms and all(isinstance(m, PerFrameGroupNorm) == (norm == "per_frame") for m in norms)
+    assert set(motion.state_dict()) == set(to_motion_unet(build_tiny_unet(8, 4, 4), _adapter()).state_dict())

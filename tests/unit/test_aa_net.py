@@ -239,12 +239,32 @@ def test_reference_init_copies_the_denoising_unet_or_keeps_its_own():
     own = AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider())
     torch.manual_seed(0)
     copied = AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider(), "copy_denoising")
-    denoising = {k: v for k, v in copied.denoising_unet.state_dict().items() if "conv_in" not in k}
+    head = ("conv_in", "conv_norm_out", "conv_out")  # the reference UNet's unused head is dropped
+    denoising = {k: v for k, v in copied.denoising_unet.state_dict().items() if not k.startswith(head)}
     reference = copied.reference_unet.state_dict()
+    assert set(reference) == set(denoising) | {"conv_in.weight", "conv_in.bias"}
     assert denoising and all(torch.equal(reference[k], v) for k, v in denoising.items())
-    assert not torch.equal(own.reference_unet.conv_out.weight, own.denoising_unet.conv_out.weight)
+    last = "up_blocks.1.resnets.0.conv2.weight"
+    assert not torch.equal(own.reference_unet.get_parameter(last), own.denoising_unet.get_parameter(last))
     # a copy, not shared storage: training one UNet must not move the other
-    assert copied.reference_unet.conv_out.weight.data_ptr() != copied.denoising_unet.conv_out.weight.data_ptr()
+    assert copied.reference_unet.get_parameter(last).data_ptr() != copied.denoising_unet.get_parameter(last).data_ptr()
+
+
+def test_reference_unet_has_no_output_head_and_last_up_block_can_be_frozen() -> None:
+    """Moore's reference UNet has no conv_norm_out/conv_out; Moore freezes its whole last up block (option)."""
+    guider = PoseGuider(block_channels=(8, 16), out_channels=32)
+    net = AnimateAnyoneNet(build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider)
+    assert not any(k.startswith(("conv_norm_out", "conv_out")) for k in net.reference_unet.state_dict())
+    net.set_trainable("spatial")
+    last_up = [p for n, p in net.reference_unet.named_parameters() if n.startswith("up_blocks.1.")]
+    assert any(p.requires_grad for p in last_up)  # its first transformer blocks feed the bank
+    frozen = AnimateAnyoneNet(
+        build_tiny_unet(S, C, C), build_tiny_unet(S, C, C), guider, freeze_reference_last_up_block=True
+    )
+    frozen.set_trainable("spatial")
+    names = [n for n, p in frozen.reference_unet.named_parameters() if not p.requires_grad]
+    assert all(n.startswith("up_blocks.1.") for n in names) and len(names) == len(last_up)
+    assert all(p.requires_grad for n, p in frozen.reference_unet.named_parameters() if not n.startswith("up_blocks.1."))
 
 
 def test_reference_init_copy_needs_matching_unets():
