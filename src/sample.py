@@ -43,6 +43,11 @@ def run(cfg: DictConfig) -> list[dict]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     check_config_or_exit(cfg, "sample")  # before anything is built
+    if cfg.get("rerender") is not None:  # Rerender-A-Video: video + key frames -> propagated video
+        from src.rerender.entry import run_rerender
+
+        run_rerender(cfg)
+        return
     for record in run(cfg):
         print(record["video"])
 

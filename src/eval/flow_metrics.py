@@ -103,8 +103,13 @@ def warped_pair_mse(frames_t: Tensor, frames_next: Tensor, flow_fn: FlowFn) -> T
 
     A pair without a single consistent pixel has no defined value: NaN.
     """
-    flow_fw = flow_fn(frames_t, frames_next).to(torch.float64)
-    flow_bw = flow_fn(frames_next, frames_t).to(torch.float64)
+    return masked_warp_mse(frames_t, frames_next, flow_fn(frames_t, frames_next), flow_fn(frames_next, frames_t))
+
+
+def masked_warp_mse(frames_t: Tensor, frames_next: Tensor, flow_fw: Tensor, flow_bw: Tensor) -> Tensor:
+    """`warped_pair_mse` with the flows given (t -> t+1 and t+1 -> t), e.g. from another video of the same
+    motion; NaN for a pair without a consistent pixel."""
+    flow_fw, flow_bw = flow_fw.to(torch.float64), flow_bw.to(torch.float64)
     warped, _ = backward_warp(frames_next.to(torch.float64), flow_fw)
     mask = consistency_mask(flow_fw, flow_bw).to(torch.float64)
     squared = (frames_t.to(torch.float64) - warped).pow(2).mean(dim=1, keepdim=True)
