@@ -67,8 +67,8 @@ def load_module(cfg: DictConfig, default_stage: str) -> Loaded:
     `sample.weights` loaded strictly into its trainable container."""
     from hydra.utils import instantiate
 
-    from src.trainers.runner import stage_config
     from src.models.weights_io import load_net_weights
+    from src.trainers.runner import stage_config
 
     stages = list(cfg.stages.keys()) if cfg.stages else []
     stage = cfg.sample.stage or (stages[-1] if stages else None)

@@ -17,8 +17,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from src.models.weights_io import load_net_weights
 from src.models.sampling import ContextWindows, Guidance, SamplingHook, denoise_loop
+from src.models.weights_io import load_net_weights
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
