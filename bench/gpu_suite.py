@@ -160,7 +160,7 @@ def loader_throughput(smoke: bool, workers: int, gpu_samples_per_s: float | None
         with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
             cfg = stage_config(compose("train", overrides=overrides), "spatial")
         shards = instantiate(cfg.data.demo).train
-        loader = build_train_loader(cfg, shards, rank_seed=0)
+        loader = build_train_loader(cfg, shards, rank=0)
         batches = 2 if smoke else 50
         it = iter(loader)
         next(it)  # workers started

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,8 +19,12 @@ from torch import nn
 
 from src.models.sampling import DDIMSchedule
 
-if TYPE_CHECKING:  # the training draws live with the trainers; the schedule only calls .integers on them
-    from src.trainers.sample_draws import SampleDraws
+
+class IntegerDraws(Protocol):
+    """What the schedule needs of the training draws (src.trainers.sample_draws.SampleDraws, which models may not
+    import): per-sample integers in [0, high)."""
+
+    def integers(self, purpose: str, high: int) -> torch.Tensor: ...
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("uniform", "uniform_trailing")
@@ -149,7 +153,7 @@ class DynamiCrafterSchedule(nn.Module):
         return self.dynamic_rescale_base is not None
 
     # --------------------------------------------------------------------------------------------- training
-    def sample_timesteps(self, draws: SampleDraws) -> torch.Tensor:
+    def sample_timesteps(self, draws: IntegerDraws) -> torch.Tensor:
         """Uniform integer timesteps in [0, num_timesteps), as the release; one per sample of `draws`."""
         return draws.integers("timesteps", self.num_timesteps)
 
