@@ -452,7 +452,7 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
         stage = _get(cfg, "sample.stage")
         problems += _stage_choice(cfg, "sample.stage", stage, ("null",))
         image, images = _get(cfg, "sample.image"), _get(cfg, "sample.images")
-        takes_images = str(_get(cfg, "model._target_") or "").endswith("DynamiCrafterModule")
+        takes_images = str(_get(cfg, "model._target_") or "").endswith("DynamiCrafterModule") and _get(cfg, "rerender") is None
         if takes_images and image is None and images is None:  # Animate Anyone takes sample.reference instead
             problems.append(Problem("sample.image", None, "an image file (or sample.images=FOLDER)", "cat.png"))
         if image is not None and images is not None:
