@@ -38,6 +38,11 @@ def _first(keys: list[str], shown: int = 20) -> str:
     return ", ".join(keys[:shown]) + (f", ... ({len(keys)} in total)" if len(keys) > shown else "")
 
 
+def _file_key(owner: Mapping[tuple[int, torch.dtype], str], tensor: torch.Tensor) -> str:
+    """The file's name of a converted tensor (found by storage, since the conversion renames by reference)."""
+    return owner.get((tensor.data_ptr(), tensor.dtype), "?")
+
+
 def _ignored(key: str) -> bool:
     return "." not in key or key.startswith(_IGNORED_PREFIXES) or key.endswith("embeddings.position_ids")
 
@@ -52,12 +57,16 @@ def check_no_stray_keys(checkpoint: Mapping[str, torch.Tensor], kind: str, sourc
     "vae" (a VAE-only file, whose training-loss modules `loss.*` are also ignored)."""
     if kind == "sd":
         known = COMPONENT_PREFIXES["unet"] + COMPONENT_PREFIXES["vae"] + COMPONENT_PREFIXES["text_encoder"]
-        what = ("Stable Diffusion 1.5 part (UNet `model.diffusion_model.*`, VAE `first_stage_model.*`, text "
-                "encoder `cond_stage_model.transformer.*`)")
+        what = (
+            "Stable Diffusion 1.5 part (UNet `model.diffusion_model.*`, VAE `first_stage_model.*`, text "
+            "encoder `cond_stage_model.transformer.*`)"
+        )
         hint = "An SD2/SDXL checkpoint, a LoRA or a non-SD file? Rerender runs on SD1.5 checkpoints."
     else:
         known = COMPONENT_PREFIXES["vae"] + _VAE_ONLY_PREFIXES + ("loss.",)
-        what = "VAE (`first_stage_model.*`, or bare `encoder.*`/`decoder.*`/`quant_conv.*`/`post_quant_conv.*`)"
+        what = (
+            "VAE (`first_stage_model.*`, or bare `encoder.*`/`decoder.*`/`quant_conv.*`/`post_quant_conv.*`)"
+        )
         hint = "Is this a VAE file of the SD1.5 kl-f8 autoencoder?"
     stray = sorted(k for k in checkpoint if not k.startswith(known) and not _ignored(k))
     if stray:
@@ -99,9 +108,9 @@ def convert_component(
 ) -> dict[str, torch.Tensor]:
     """Convert one part of an original-layout checkpoint to `model`'s diffusers names, strictly.
 
-    Raises WeightLoadError naming `source` (file and config key) when the part is absent, when a source tensor
-    of the part is not used by the conversion, or when the conversion left a model key empty. The caller then
-    loads with `src.models.weights.load_strict`, which catches the remaining missing/unexpected/shape errors.
+    Raises WeightLoadError naming `source` (file and config key) when the part is absent, when a file tensor of
+    the part is not used by the conversion or lands on no model key (named by its file key), or when a model
+    key gets no tensor. The caller then loads with `src.models.weights.load_strict`, which also checks shapes.
     """
     part = _source_part(checkpoint, component)
     if not part:
@@ -114,14 +123,23 @@ def convert_component(
     if component == "text_encoder" and not hasattr(model, "text_model"):
         # transformers >= 5.6 flattened CLIPTextModel: its keys have no `text_model.` prefix.
         converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+    owner = {(v.data_ptr(), v.dtype): k for k, v in part.items()}
     used = {(v.data_ptr(), v.dtype) for v in converted.values()}
     unused = sorted(k for k, v in part.items() if (v.data_ptr(), v.dtype) not in used)
-    if unused or empty:
-        lines = [f"{source}: the {component} part did not convert completely (diffusers' single-file mapping):"]
+    expected = set(model.state_dict())
+    unknown = sorted(k for k in converted if k not in expected)
+    missing = sorted((expected - set(converted)) | set(empty))
+    if unused or unknown or missing:
+        lines = [
+            f"{source}: the {component} weights do not match the configured model (diffusers' single-file mapping):"
+        ]
         if unused:
-            lines.append(f"  file keys not used: {_first(unused)}")
-        if empty:
-            lines.append(f"  model keys with no file key: {_first(empty)}")
-        lines.append("  The file is not an SD1.5/ControlNet-1.0 checkpoint of the configured layout, or it is damaged.")
+            lines.append(f"  file keys the conversion did not use: {_first(unused)}")
+        if unknown:
+            named = [f"{_file_key(owner, converted[k])} (read as {k})" for k in unknown]
+            lines.append(f"  file keys with no place in the model: {_first(named)}")
+        if missing:
+            lines.append(f"  model keys no file key provides: {_first(missing)}")
+        lines.append("  Is the file an SD1.5/ControlNet-1.0 checkpoint matching the configs, and undamaged?")
         raise WeightLoadError("\n".join(lines))
     return converted

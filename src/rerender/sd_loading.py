@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from src.models.weights import find_weights_file, load_state_dict_file, load_strict, require_file
+from src.rerender.control_maps import CONTROL_TYPES
 from src.rerender.ldm_checkpoint import check_no_stray_keys, convert_component, read_checkpoint
 from src.rerender.sd_components import SDComponents
 
@@ -34,19 +35,24 @@ __all__ = [
 ]
 
 SD15_CONFIGS = Path(__file__).parent / "sd15_configs"
-CONTROL_TYPES = ("canny", "hed")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
-SD_PUBLISHED_AT = ("https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 (the diffusers folder, or "
-                   "v1-5-pruned-emaonly.safetensors), or any SD1.5 checkpoint (civitai .safetensors/.ckpt)")
-TOKENIZER_PUBLISHED_AT = ("the tokenizer/ folder of any SD1.5 diffusers copy (vocab.json, merges.txt), e.g. "
-                          "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/tree/main/tokenizer")
-VAE_PUBLISHED_AT = ("https://huggingface.co/stabilityai/sd-vae-ft-mse-original (vae-ft-mse-840000-ema-pruned, the "
-                    "official Rerender VAE) or the diffusers folder stabilityai/sd-vae-ft-mse")
+SD_PUBLISHED_AT = (
+    "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 (the diffusers folder, or "
+    "v1-5-pruned-emaonly.safetensors), or any SD1.5 checkpoint (civitai .safetensors/.ckpt)"
+)
+TOKENIZER_PUBLISHED_AT = (
+    "the tokenizer/ folder of any SD1.5 diffusers copy (vocab.json, merges.txt), e.g. "
+    "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/tree/main/tokenizer"
+)
+VAE_PUBLISHED_AT = (
+    "https://huggingface.co/stabilityai/sd-vae-ft-mse-original (vae-ft-mse-840000-ema-pruned, the "
+    "official Rerender VAE) or the diffusers folder stabilityai/sd-vae-ft-mse"
+)
 CONTROLNET_PUBLISHED_AT = {
     "canny": "https://huggingface.co/lllyasviel/ControlNet (models/control_sd15_canny.pth) or the diffusers "
-             "folder lllyasviel/sd-controlnet-canny",
+    "folder lllyasviel/sd-controlnet-canny",
     "hed": "https://huggingface.co/lllyasviel/ControlNet (models/control_sd15_hed.pth) or the diffusers folder "
-           "lllyasviel/sd-controlnet-hed",
+    "lllyasviel/sd-controlnet-hed",
 }
 _TEXT_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 _DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -70,8 +76,10 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
     if dtype != "fp32" and device.type == "cpu":
-        raise ValueError(f"dtype={dtype} on the CPU: half-precision convolutions are slow or unsupported there. "
-                         "Use dtype=fp32 (or auto) on the CPU.")
+        raise ValueError(
+            f"dtype={dtype} on the CPU: half-precision convolutions are slow or unsupported there. "
+            "Use dtype=fp32 (or auto) on the CPU."
+        )
     return _DTYPES[dtype]
 
 
@@ -79,8 +87,9 @@ def _read_json(path: Path, config_key: str, published_at: str) -> dict:
     return json.loads(require_file(path, config_key, published_at).read_text())
 
 
-def _build_loaded(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: str,
-                  dtype: torch.dtype) -> nn.Module:
+def _build_loaded(
+    build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: str, dtype: torch.dtype
+) -> nn.Module:
     """Build on the meta device, then strictly take `state`'s tensors (cast to `dtype`) as the parameters."""
     with torch.device("meta"):
         module = build()
@@ -88,12 +97,15 @@ def _build_loaded(build: Callable[[], nn.Module], state: Mapping[str, torch.Tens
     load_strict(module, state, source=source, assign=True)
     left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if left:  # a non-persistent buffer the file cannot hold: this module cannot be built on meta
-        raise RuntimeError(f"{type(module).__name__}: tensors left on the meta device after loading: {left[:5]}")
+        raise RuntimeError(
+            f"{type(module).__name__}: tensors left on the meta device after loading: {left[:5]}"
+        )
     return module.eval().requires_grad_(False)
 
 
-def _build_text_encoder(config: dict, state: Mapping[str, torch.Tensor], source: str,
-                        dtype: torch.dtype) -> nn.Module:
+def _build_text_encoder(
+    config: dict, state: Mapping[str, torch.Tensor], source: str, dtype: torch.dtype
+) -> nn.Module:
     """CLIPTextModel keeps `position_ids` as a non-persistent buffer, so it is built on the CPU (123M
     parameters, seconds), not on the meta device."""
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -112,14 +124,18 @@ def _diffusers_cls(name: str) -> type:
     return getattr(diffusers, name)
 
 
-def _load_folder(cls_name: str, folder: Path, config_key: str, published_at: str, dtype: torch.dtype) -> nn.Module:
+def _load_folder(
+    cls_name: str, folder: Path, config_key: str, published_at: str, dtype: torch.dtype
+) -> nn.Module:
     """One diffusers (or, for CLIPTextModel, transformers) model folder: config.json + its weights file."""
     config = _read_json(folder / "config.json", config_key, published_at)
     names = _TEXT_WEIGHT_NAMES if cls_name == "CLIPTextModel" else _DIFFUSERS_WEIGHT_NAMES
     weights = find_weights_file(folder, names)
     if weights is None:
-        raise FileNotFoundError(f"No weights file in {folder}: expected one of {', '.join(names)}. Set "
-                                f"`{config_key}` to a diffusers folder ({published_at}).")
+        raise FileNotFoundError(
+            f"No weights file in {folder}: expected one of {', '.join(names)}. Set "
+            f"`{config_key}` to a diffusers folder ({published_at})."
+        )
     state = load_state_dict_file(weights)
     source = f"{weights} (config key {config_key})"
     if cls_name == "CLIPTextModel":
@@ -132,16 +148,23 @@ def _load_folder(cls_name: str, folder: Path, config_key: str, published_at: str
     return _build_loaded(lambda: cls.from_config(config), state, source, dtype)
 
 
-def _load_single_file_part(checkpoint: Mapping[str, torch.Tensor], component: str, cls_name: str, config: dict,
-                           source: str, dtype: torch.dtype) -> nn.Module:
+def _load_single_file_part(
+    checkpoint: Mapping[str, torch.Tensor],
+    component: str,
+    cls_name: str,
+    config: dict,
+    source: str,
+    dtype: torch.dtype,
+) -> nn.Module:
     """One part of an original-layout checkpoint, renamed by diffusers' mapping and loaded strictly."""
     if cls_name == "CLIPTextModel":
         from transformers import CLIPTextConfig, CLIPTextModel
 
         with torch.device("meta"):
             probe = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in config.items() if k != "architectures"}))
-        return _build_text_encoder(config, convert_component(checkpoint, component, config, probe, source),
-                                   source, dtype)
+        return _build_text_encoder(
+            config, convert_component(checkpoint, component, config, probe, source), source, dtype
+        )
     cls = _diffusers_cls(cls_name)
     with torch.device("meta"):
         probe = cls.from_config(config)
@@ -163,10 +186,14 @@ def _load_tokenizer(path: Path, config_key: str) -> Any:
     from transformers import CLIPTokenizer
 
     require_file(path, config_key, TOKENIZER_PUBLISHED_AT)
-    if not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()) and not (
-            path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{path} (config key {config_key}) holds no CLIP tokenizer: expected vocab.json + "
-                                f"merges.txt (or tokenizer.json). Such a folder: {TOKENIZER_PUBLISHED_AT}.")
+    if (
+        not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file())
+        and not (path / "tokenizer.json").is_file()
+    ):
+        raise FileNotFoundError(
+            f"{path} (config key {config_key}) holds no CLIP tokenizer: expected vocab.json + "
+            f"merges.txt (or tokenizer.json). Such a folder: {TOKENIZER_PUBLISHED_AT}."
+        )
     return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
@@ -187,6 +214,7 @@ def load_stable_diffusion(
     single file). vae: an optional VAE that replaces the checkpoint's (a diffusers folder or a single file with
     `first_stage_model.*` or bare encoder/decoder names; the official code swaps in vae-ft-mse-840000).
     """
+
     def key(name: str) -> str:
         return f"{key_prefix}.{name}"
 
@@ -197,31 +225,44 @@ def load_stable_diffusion(
     if vae:
         del parts["vae"]
     if path.is_dir():
-        models = {name: _load_folder(cls, path / name, key("checkpoint"), SD_PUBLISHED_AT, torch_dtype)
-                  for name, cls in parts.items()}
+        models = {
+            name: _load_folder(cls, path / name, key("checkpoint"), SD_PUBLISHED_AT, torch_dtype)
+            for name, cls in parts.items()
+        }
         scheduler_file = path / "scheduler" / "scheduler_config.json"
         tokenizer_path = Path(tokenizer) if tokenizer else path / "tokenizer"
     else:
         if path.suffix not in SINGLE_FILE_SUFFIXES:
-            raise ValueError(f"{path} (config key {key('checkpoint')}): expected a diffusers folder or a single "
-                             f"file ending in {', '.join(SINGLE_FILE_SUFFIXES)}.")
+            raise ValueError(
+                f"{path} (config key {key('checkpoint')}): expected a diffusers folder or a single "
+                f"file ending in {', '.join(SINGLE_FILE_SUFFIXES)}."
+            )
         if not tokenizer:
             raise FileNotFoundError(
                 f"A single-file checkpoint ({path}) holds no tokenizer: set `{key('tokenizer')}` to a local CLIP "
-                f"tokenizer folder ({TOKENIZER_PUBLISHED_AT}). Nothing is downloaded at run time.")
+                f"tokenizer folder ({TOKENIZER_PUBLISHED_AT}). Nothing is downloaded at run time."
+            )
         source = f"{path} (config key {key('checkpoint')})"
         ckpt = read_checkpoint(path)
         check_no_stray_keys(ckpt, "sd", source)
-        models = {name: _load_single_file_part(ckpt, name, cls, _read_json(configs / name / "config.json",
-                                                                          key("config_dir"), _CONFIGS_AT),
-                                               source, torch_dtype)
-                  for name, cls in parts.items()}
+        models = {
+            name: _load_single_file_part(
+                ckpt,
+                name,
+                cls,
+                _read_json(configs / name / "config.json", key("config_dir"), _CONFIGS_AT),
+                source,
+                torch_dtype,
+            )
+            for name, cls in parts.items()
+        }
         del ckpt
         scheduler_file = configs / "scheduler" / "scheduler_config.json"
         tokenizer_path = Path(tokenizer)
     if vae:
-        models["vae"] = _load_vae_override(require_file(vae, key("vae"), VAE_PUBLISHED_AT), configs, key("vae"),
-                                           torch_dtype)
+        models["vae"] = _load_vae_override(
+            require_file(vae, key("vae"), VAE_PUBLISHED_AT), configs, key("vae"), torch_dtype
+        )
     if not scheduler_file.is_file():  # a diffusers folder without scheduler/: SD1.5's schedule
         scheduler_file = SD15_CONFIGS / "scheduler" / "scheduler_config.json"
     scheduler_config = json.loads(scheduler_file.read_text())
@@ -254,18 +295,38 @@ def load_controlnet(
     else:
         config_path = SD15_CONFIGS / "controlnet" / "config.json" if config is None else config
         cfg = _read_json(Path(config_path), f"{key_prefix}.config", _CONFIGS_AT)
-        model = _load_single_file_part(read_checkpoint(path), "controlnet", "ControlNetModel", cfg,
-                                       f"{path} (config key {key})", torch_dtype)
+        model = _load_single_file_part(
+            read_checkpoint(path),
+            "controlnet",
+            "ControlNetModel",
+            cfg,
+            f"{path} (config key {key})",
+            torch_dtype,
+        )
     return model.to(device)
 
 
-def load_sd_components(section: Mapping, device: torch.device | str = "cpu") -> SDComponents:
-    """Everything the key-frame translator needs, from the `rerender` config section (its `sd` and
-    `controlnet` nodes; `controlnet.control_type` picks Canny or HED)."""
-    sd_node = {k: v for k, v in dict(section["sd"]).items() if k != "_target_"}
-    cn_node = {k: v for k, v in dict(section["controlnet"]).items() if k != "_target_"}
-    sd = load_stable_diffusion(**sd_node, device=device)
-    controlnet = load_controlnet(**cn_node, device=device)
-    return SDComponents(unet=sd.unet, vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer,
-                        controlnet=controlnet, scheduler_config=sd.scheduler_config,
-                        control_type=cn_node.get("control_type", "hed"))
+def _call(node: Any, **kwargs: Any) -> Any:
+    """Call the node's `_target_` with its fields (like hydra's instantiate, but errors arrive unwrapped, so a
+    missing file surfaces as the FileNotFoundError that names its config key)."""
+    from hydra.utils import get_method
+    from omegaconf import DictConfig, OmegaConf
+
+    fields = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return get_method(fields.pop("_target_"))(**fields, **kwargs)
+
+
+def load_sd_components(section: Any, device: torch.device | str = "cpu") -> SDComponents:
+    """Everything the key-frame translator needs, from the `rerender` config section: its `sd` node
+    (-> `load_stable_diffusion`) and `controlnet` node (-> `load_controlnet`; `control_type` picks Canny/HED)."""
+    sd = _call(section["sd"], device=device)
+    controlnet = _call(section["controlnet"], device=device)
+    return SDComponents(
+        unet=sd.unet,
+        vae=sd.vae,
+        text_encoder=sd.text_encoder,
+        tokenizer=sd.tokenizer,
+        controlnet=controlnet,
+        scheduler_config=dict(sd.scheduler_config),
+        control_type=str(section["controlnet"]["control_type"]),
+    )
