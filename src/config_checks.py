@@ -472,7 +472,7 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
     stages = _stages(cfg)
     if entry in ("train", "check"):
         problems += _stage_choice(cfg, "stage", _get(cfg, "stage"), ("all",))
-        if not stages:
+        if not stages and not (entry == "check" and _get(cfg, "rerender") is not None):  # Rerender: no training
             problems.append(Problem("experiment", None, "an experiment with stages", "animate_anyone_demo"))
         for stage in stages:
             problems += _stage_problems(cfg, stage)

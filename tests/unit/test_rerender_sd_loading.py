@@ -204,3 +204,27 @@ def test_shipped_sd15_configs_build_the_published_models() -> None:
     unet_shapes = {k: v.shape for k, v in unet.state_dict().items() if k.startswith(shared)}
     cn_shapes = {k: v.shape for k, v in controlnet.state_dict().items() if k.startswith(shared)}
     assert cn_shapes == unet_shapes
+
+
+def test_weights_doctor_lists_the_rerender_files(tiny, tmp_path) -> None:
+    from src.check import run_check
+    from src.rerender.hed import HEDNet
+
+    _, root = tiny
+    torch.save(HEDNet().state_dict(), tmp_path / "ControlNetHED.pth")
+    keys = ("rerender.sd.checkpoint", "rerender.controlnet.checkpoint", "rerender.control_map.hed_checkpoint")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="check",
+            overrides=[
+                "experiment=rerender",
+                f"rerender.sd.checkpoint={root / 'sd'}",
+                f"rerender.control_map.hed_checkpoint={tmp_path / 'ControlNetHED.pth'}",
+            ],
+        )
+        canny = compose(
+            config_name="check", overrides=["experiment=rerender", "rerender.controlnet.control_type=canny"]
+        )
+    found = {f.slot.key: f.status for f in run_check(cfg) if f.slot.key.startswith("rerender.")}
+    assert found == dict(zip(keys, ("present", "missing", "ok"), strict=True)), found
+    assert "rerender.control_map.hed_checkpoint" not in {f.slot.key for f in run_check(canny)}  # HED unused
