@@ -32,6 +32,8 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 DIFFUSERS_SPACINGS = ("leading", "trailing", "linspace")
 DYNAMICRAFTER_SPACINGS = ("uniform", "uniform_trailing")
 ENTRY_POINTS = ("train", "sample", "evaluate", "check")
+RERENDER_DTYPES = ("auto", "fp32", "fp16", "bf16")
+RERENDER_CONTROL_TYPES = ("canny", "hed")
 
 
 class ConfigError(ValueError):
@@ -110,6 +112,10 @@ def pair(check: Callable[[Any], bool], ordered: bool = False) -> Callable[[Any],
         return not ordered or v[0] <= v[1]
 
     return ok
+
+
+def nonempty_path(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
 
 
 def devices(v: Any) -> bool:
@@ -235,6 +241,16 @@ SAMPLE_RULES = [
     Rule("sample.sampling.guidance_rescale", nullable(probability), "null or a number in [0, 1]", "0.7"),
     Rule("sample.sampling.timestep_spacing", nullable(one_of(*DYNAMICRAFTER_SPACINGS, *DIFFUSERS_SPACINGS)),
          "null or a timestep spacing", "uniform_trailing"),
+    # Rerender's key-frame translation weights (src/rerender/sd_loading.py, control_maps.py)
+    Rule("rerender.sd.checkpoint", nonempty_path, "an SD1.5 diffusers folder or .safetensors/.ckpt file",
+         "/weights/sd15/v1-5-pruned-emaonly.safetensors"),
+    Rule("rerender.sd.dtype", one_of(*RERENDER_DTYPES), "auto, fp32, fp16 or bf16", "auto"),
+    Rule("rerender.controlnet.control_type", one_of(*RERENDER_CONTROL_TYPES), "canny or hed", "hed"),
+    Rule("rerender.controlnet.checkpoint", nonempty_path, "a control_sd15_*.pth file or a diffusers ControlNet "
+         "folder", "/weights/controlnet/control_sd15_hed.pth"),
+    Rule("rerender.control_map.canny_low", nonneg_number, "a number >= 0 (8-bit scale)", "100"),
+    Rule("rerender.control_map.canny_high", nonneg_number, "a number >= 0 (8-bit scale)", "200"),
+    Rule("rerender.control_map.batch_size", positive_int, "a positive integer", "8"),
 ]
 
 _CLIP = [
@@ -379,6 +395,19 @@ def eval_cross_rules(cfg: DictConfig) -> list[Problem]:
 
 # --- running the checks ---------------------------------------------------------------------------------------
 
+def rerender_control_rules(cfg: DictConfig) -> list[Problem]:
+    """The control maps must be the kind the ControlNet was trained on; Canny's hysteresis needs low <= high."""
+    problems = []
+    kind, maps = _get(cfg, "rerender.controlnet.control_type"), _get(cfg, "rerender.control_map.control_type")
+    if maps is not None and kind in RERENDER_CONTROL_TYPES and maps != kind:
+        problems.append(Problem("rerender.control_map.control_type", maps,
+                                f"the ControlNet's kind ({kind!r})", "${rerender.controlnet.control_type}"))
+    low, high = _get(cfg, "rerender.control_map.canny_low"), _get(cfg, "rerender.control_map.canny_high")
+    if nonneg_number(low) and nonneg_number(high) and low > high:
+        problems.append(Problem("rerender.control_map.canny_low", low, f"<= canny_high ({high})", str(min(100, high))))
+    return problems
+
+
 def _get(cfg: Any, key: str) -> Any:
     """The value at `key` (None when absent); an unresolvable interpolation raises a ConfigError naming it."""
     try:
@@ -443,12 +472,12 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
     stages = _stages(cfg)
     if entry in ("train", "check"):
         problems += _stage_choice(cfg, "stage", _get(cfg, "stage"), ("all",))
-        if not stages:
+        if not stages and not (entry == "check" and _get(cfg, "rerender") is not None):  # Rerender: no training
             problems.append(Problem("experiment", None, "an experiment with stages", "animate_anyone_demo"))
         for stage in stages:
             problems += _stage_problems(cfg, stage)
     if entry == "sample":
-        problems += apply_rules(cfg, SAMPLE_RULES)
+        problems += apply_rules(cfg, SAMPLE_RULES) + rerender_control_rules(cfg)
         stage = _get(cfg, "sample.stage")
         problems += _stage_choice(cfg, "sample.stage", stage, ("null",))
         image, images = _get(cfg, "sample.image"), _get(cfg, "sample.images")

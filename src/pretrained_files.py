@@ -110,6 +110,13 @@ def i3d_file(path: Path) -> tuple[Shapes, Shapes] | None:
     return module_shapes(model), read_shapes(path)
 
 
+def hed_file(path: Path) -> tuple[Shapes, Shapes]:
+    from src.rerender.hed import HEDNet
+
+    with torch.device("meta"):
+        return module_shapes(HEDNet()), read_shapes(path)
+
+
 # --- where the files are named in config -------------------------------------------------------------------
 
 def _published(module: str, name: str) -> Callable[[DictConfig], str]:
@@ -157,9 +164,17 @@ TARGETS: dict[str, tuple[str, Callable[[DictConfig], str], Callable[[DictConfig]
         "moore_dir", _published("src.models.moore", "MOORE_PUBLISHED_AT"), lambda n: None),
     "src.models.animate_anyone_init.stage2_motion_adapter": (
         "path", _published("src.models.motion", "MOTION_PUBLISHED_AT"), lambda n: motion_adapter),
+    "src.rerender.sd_loading.load_stable_diffusion": (
+        "checkpoint", _published("src.rerender.sd_loading", "SD_PUBLISHED_AT"), lambda n: None),
+    "src.rerender.sd_loading.load_controlnet": (
+        "checkpoint", lambda n: __import__("src.rerender.sd_loading", fromlist=["x"]).CONTROLNET_PUBLISHED_AT.get(
+            n.get("control_type"), "lllyasviel/ControlNet"), lambda n: None),
+    "src.rerender.control_maps.ControlMapper": (
+        "hed_checkpoint", _published("src.rerender.hed", "HED_PUBLISHED_AT"), lambda n: hed_file),
 }
 # targets whose file is read only in some settings: the predicate says when
 ONLY_WHEN: dict[str, Callable[[DictConfig], bool]] = {
+    "src.rerender.control_maps.ControlMapper": lambda n: n.get("control_type") == "hed",
     "src.models.animate_anyone_init.build_animate_anyone_net": lambda n: n.get("init") == "moore",
     "src.models.animate_anyone_init.stage2_motion_adapter": lambda n: n.get("init") != "moore",  # Moore's own
 }

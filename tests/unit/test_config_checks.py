@@ -22,6 +22,7 @@ TRAIN_DC = ("train", "train", ["experiment=dynamicrafter"])
 SAMPLE = ("sample", "sample", ["experiment=dynamicrafter_demo", "sample.image=cat.png"])
 EVAL = ("evaluate", "evaluate", ["eval=dynamicrafter_ucf101", "eval.generated_dir=/gen"])
 EVAL_MODEL = ("evaluate", "evaluate", ["eval=animate_anyone_ubc", "eval.mode=model", "model=animate_anyone"])
+RERENDER = ("sample", "sample", ["experiment=rerender", "sample.video=in.mp4"])
 
 # (entry point, base overrides), the bad override, the full key the message must name
 BAD = [
@@ -74,6 +75,12 @@ BAD = [
     (EVAL, "eval.subset.rule=best", "eval.subset.rule"),
     (EVAL, "eval.fvd_flavour=tats", "eval.fvd_flavour"),
     (EVAL_MODEL, "model.sampling.num_steps=0", "model.sampling.num_steps"),
+    (RERENDER, "rerender.controlnet.control_type=depth", "rerender.controlnet.control_type"),
+    (RERENDER, "rerender.control_map.control_type=canny", "rerender.control_map.control_type"),
+    (RERENDER, "rerender.sd.checkpoint=null", "rerender.sd.checkpoint"),
+    (RERENDER, "rerender.sd.dtype=fp8", "rerender.sd.dtype"),
+    (RERENDER, "rerender.control_map.canny_low=300", "rerender.control_map.canny_low"),
+    (RERENDER, "rerender.controlnet.control_type=canny", None),  # the maps follow the ControlNet's kind
 ]
 
 
