@@ -7,6 +7,9 @@ num_frames, fps, height, width and source. Missing or mismatched pose videos and
 short videos are skipped and listed, with reasons, in the manifest.
 
     python -m src.data.make_shards --videos data/ubc/train --out shards/ubc_train --maxcount 500
+
+With --extract-poses, the pose folder is first filled by DWPose (src.data.extract_poses, same flags: --det-model,
+--pose-model, ...): raw dance videos go straight to shards. Videos already extracted there are not redone.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def make_shards(
     if not poses.is_dir():
         raise FileNotFoundError(
             f"pose folder {poses} does not exist; extract DWPose videos there (same relative paths as "
-            f"{videos}) or pass --poses DIR"
+            f"{videos}: add --extract-poses, or run python -m src.data.extract_poses) or pass --poses DIR"
         )
     relatives = find_videos(videos)
     if not relatives:
@@ -170,6 +173,9 @@ def make_shards(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # imported here: extract_poses imports this module
+    from src.data.extract_poses import add_extractor_args, config_from_args, extract_poses
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -184,7 +190,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames")
     parser.add_argument("--workers", type=int, default=4, help="threads probing videos")
     parser.add_argument("--overwrite", action="store_true", help="replace existing <prefix>-*.tar in --out")
+    parser.add_argument(
+        "--extract-poses", action="store_true", help="run DWPose first, writing the pose videos into --poses"
+    )
+    parser.add_argument("--extract-workers", type=int, default=1, help="DWPose processes (--extract-poses)")
+    add_extractor_args(parser)
     args = parser.parse_args(argv)
+    if args.extract_poses:
+        extract_poses(
+            args.videos,
+            config_from_args(args),
+            args.poses if args.poses is not None else default_pose_dir(args.videos),
+            workers=args.extract_workers,
+            min_detected=args.min_detected,
+        )
     make_shards(
         args.videos,
         args.out,

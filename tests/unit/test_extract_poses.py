@@ -98,3 +98,24 @@ def test_missing_model_file_names_the_file_the_flag_and_where_it_is_published(vi
         run(videos, (tmp_path / "nowhere" / "yolox_l.onnx", models[1]))
     message = str(err.value)
     assert "--det-model" in message and "nowhere/yolox_l.onnx" in message and "yzd-v/DWPose" in message
+
+
+def test_make_shards_extracts_poses_from_raw_videos(videos, models, tmp_path):
+    from webdataset.tariterators import tarfile_samples
+
+    from src.data.make_shards import main as make_shards_main
+    from src.data.shards import list_shards
+
+    det, pose = models
+    out = tmp_path / "shards"
+    assert make_shards_main(["--videos", str(videos), "--out", str(out), "--extract-poses", "--det-model", str(det),
+                             "--pose-model", str(pose), "--device", "cpu", "--threads", "1",
+                             "--detect-resolution", "0", "--parts", "body"]) == 0  # fmt: skip
+    samples = {s["__key__"]: s for s in tarfile_samples({"url": p} for p in list_shards(out))}
+    assert set(samples) == {"a", "sub__b"}  # the video without a person and the broken one are skipped
+    pose_video = decode_mp4(samples["a"]["pose.mp4"])
+    assert pose_video.shape == (5, 48, 64, 3)
+    keypoints = dict(np.load(videos.with_name("videos_dwpose") / "a.npz"))
+    assert np.abs(pose_video.astype(int) - draw_pose_frames(keypoints, ["body"])).mean() < 4.0  # body only
+    skipped = {s["source"]: s["reason"] for s in json.loads((out / "manifest.json").read_text())["skipped"]}
+    assert set(skipped) == {"broken.mp4", "empty.mp4"} and skipped["empty.mp4"].startswith("missing_pose")
