@@ -30,7 +30,7 @@ from typing import Any
 
 from src import atomic_io
 from src.data.dwpose import DWPose, DWPoseConfig, draw_pose_frames, keypoint_arrays, save_keypoints
-from src.data.make_shards import default_pose_dir, find_videos
+from src.data.video_folders import default_pose_dir, find_videos
 from src.data.video_io import VideoDecodeError, encode_mp4_chunks, iter_mp4_frames, probe_mp4
 
 __all__ = ["add_extractor_args", "config_from_args", "extract_poses", "extract_video", "main"]

@@ -24,26 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from src.data.shards import ShardSetWriter
+from src.data.video_folders import default_pose_dir, find_videos
 from src.data.video_io import VideoDecodeError, probe_mp4
 
 __all__ = ["default_pose_dir", "find_videos", "key_from_relative_path", "main", "make_shards"]
-
-VIDEO_SUFFIXES = (".mp4",)
-
-
-def default_pose_dir(videos: str | Path) -> Path:
-    """`<videos>_dwpose`, the sibling folder DWPose extraction scripts write."""
-    videos = Path(videos).resolve()
-    return videos.with_name(videos.name + "_dwpose")
-
-
-def find_videos(root: str | Path) -> list[Path]:
-    """All .mp4 files under `root`, as sorted paths relative to it."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"video folder {root} does not exist; pass --videos DIR with .mp4 files")
-    return sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-
 
 def key_from_relative_path(relative: str | Path) -> str:
     """Dot-free sample key: 'dance/a.b.mp4' -> 'dance__a_b' (slashes -> '__', other odd chars -> '_')."""

@@ -119,3 +119,17 @@ def test_make_shards_extracts_poses_from_raw_videos(videos, models, tmp_path):
     assert np.abs(pose_video.astype(int) - draw_pose_frames(keypoints, ["body"])).mean() < 4.0  # body only
     skipped = {s["source"]: s["reason"] for s in json.loads((out / "manifest.json").read_text())["skipped"]}
     assert set(skipped) == {"broken.mp4", "empty.mp4"} and skipped["empty.mp4"].startswith("missing_pose")
+
+
+def test_python_m_with_two_worker_processes_gives_the_same_keypoints(videos, models, tmp_path):
+    from tests.conftest import run_entry
+
+    det, pose = models
+    run(videos, models, "--out", str(tmp_path / "one"))
+    proc = run_entry("src.data.extract_poses", "--videos", str(videos), "--out", str(tmp_path / "two"),
+                     "--det-model", str(det), "--pose-model", str(pose), "--device", "cpu",
+                     "--detect-resolution", "0", "--workers", "2", timeout=300)  # fmt: skip
+    assert "4/4 videos (2 done, 2 skipped, 0 resumed)" in proc.stdout
+    for name in ("a.npz", "sub/b.npz"):
+        one, two = np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name)
+        np.testing.assert_array_equal(one["wholebody"], two["wholebody"])
