@@ -44,8 +44,13 @@ def open_session(path: str | Path, key: str, device: str = "auto", threads: int 
     device: auto (CUDA when onnxruntime-gpu provides it, else CPU), cpu, cuda or cuda:N (an error without the CUDA
     provider: onnxruntime silently running on CPU is the known 100x slowdown). threads: intra-op threads, 0 = all.
     """
-    import onnxruntime as ort
-
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError(
+            "DWPose runs on onnxruntime, which is not installed: pip install -e '.[poses]' (CPU) or "
+            "pip install -e '.[poses-gpu]' (CUDA; not both)."
+        ) from err
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
