@@ -133,3 +133,9 @@ def test_python_m_with_two_worker_processes_gives_the_same_keypoints(videos, mod
     for name in ("a.npz", "sub/b.npz"):
         one, two = np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name)
         np.testing.assert_array_equal(one["wholebody"], two["wholebody"])
+
+
+def test_one_video_file_as_input(videos, models):
+    assert run(videos / "sub" / "b.mp4", models) == 0
+    out = videos / "sub_dwpose"  # <folder of the file>_dwpose
+    assert sorted(p.name for p in out.iterdir()) == ["b.mp4", "b.npz", "extract_poses.log", "manifest.json"]
