@@ -44,4 +44,3 @@ def test_sample_extracts_the_driving_video_poses_and_retargets_them(tmp_path):
     assert record["settings"]["retarget"] == "rescale"
     assert record["videos"][0]["driving_video"] == str(driving)
     assert record["videos"][0]["pose_video"] == str(out / "poses" / "dance.mp4")
-
