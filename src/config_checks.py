@@ -487,6 +487,14 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
         if image is not None and images is not None:
             problems.append(Problem("sample.images", images, f"null when sample.image is set ({image!r}): "
                                     "give one file or one folder", "null"))
+        if str(_get(cfg, "model._target_") or "").endswith("AnimateAnyoneModule"):
+            pose, driving = _get(cfg, "sample.pose_video"), _get(cfg, "sample.driving_video")
+            if pose is None and driving is None:
+                problems.append(Problem("sample.pose_video", None, "a skeleton video (or sample.driving_video=RAW.mp4, "
+                                        "whose poses are extracted first)", "dance_dwpose.mp4"))
+            if pose is not None and driving is not None:
+                problems.append(Problem("sample.driving_video", driving, f"null when sample.pose_video is set "
+                                        f"({pose!r}): give a skeleton video or a raw video, not both", "null"))
         stage = stage if stage in stages else (stages[-1] if stages else None)
         if stage is not None:
             problems += _stage_problems(cfg, stage)

@@ -20,6 +20,7 @@ TRAIN = ("train", "train", ["experiment=animate_anyone_demo"])
 TRAIN_FULL = ("train", "train", ["experiment=animate_anyone"])
 TRAIN_DC = ("train", "train", ["experiment=dynamicrafter"])
 SAMPLE = ("sample", "sample", ["experiment=dynamicrafter_demo", "sample.image=cat.png"])
+SAMPLE_AA = ("sample", "sample", ["experiment=animate_anyone_demo", "sample.reference=a.png", "sample.pose_video=p.mp4"])
 EVAL = ("evaluate", "evaluate", ["eval=dynamicrafter_ucf101", "eval.generated_dir=/gen"])
 EVAL_MODEL = ("evaluate", "evaluate", ["eval=animate_anyone_ubc", "eval.mode=model", "model=animate_anyone"])
 RERENDER = ("sample", "sample", ["experiment=rerender", "sample.video=in.mp4"])
@@ -61,6 +62,8 @@ BAD = [
     (SAMPLE, "sample.num_frames=5", "sample.num_frames"),
     (SAMPLE, "sample.images=/imgs", "sample.images"),
     (SAMPLE, "sample.image=null", "sample.image"),
+    (SAMPLE_AA, "sample.pose_video=null", "sample.pose_video"),  # neither a pose video nor a driving video
+    (SAMPLE_AA, "sample.driving_video=d.mp4", "sample.driving_video"),  # both
     (EVAL, "eval.mode=generate", "eval.mode"),
     (EVAL, "eval.num_shards=0", "eval.num_shards"),
     (EVAL, "eval.shard_index=8", "eval.shard_index"),
@@ -118,8 +121,10 @@ def test_every_shipped_experiment_and_protocol_passes(composer) -> None:
     for experiment in ("animate_anyone", "animate_anyone_demo", "dynamicrafter", "dynamicrafter_512",
                        "dynamicrafter_1024", "dynamicrafter_demo"):
         assert find_problems(composer("train", [f"experiment={experiment}"]), "train") == []
-    for experiment in ("animate_anyone", "dynamicrafter_demo"):
-        assert find_problems(composer("sample", [f"experiment={experiment}", "sample.image=a.png"]), "sample") == []
+    for experiment, inputs in (("animate_anyone", ["sample.reference=a.png", "sample.pose_video=p.mp4"]),
+                               ("animate_anyone", ["sample.reference=a.png", "sample.driving_video=d.mp4"]),
+                               ("dynamicrafter_demo", ["sample.image=a.png"])):
+        assert find_problems(composer("sample", [f"experiment={experiment}", *inputs]), "sample") == []
     for protocol in ("animate_anyone_ubc", "animate_anyone_tiktok", "dynamicrafter_ucf101", "dynamicrafter_msrvtt",
                      "rerender"):
         cfg = composer("evaluate", [f"eval={protocol}", "eval.generated_dir=/gen"])
