@@ -111,11 +111,15 @@ def decoder_self_attention_layers(unet, loose: bool = False) -> list[str]:
 
 
 def install_cross_frame_attention(unet, store: CrossFrameStore, loose: bool = False) -> list[str]:
-    """Set cross-frame processors on the decoder self-attention layers (others keep theirs); returns their names."""
+    """Set cross-frame processors on the decoder self-attention layers (others keep theirs, or get plain SDPA back
+    if an earlier install made them cross-frame); returns their names."""
     chosen = set(decoder_self_attention_layers(unet, loose))
-    processors = {
-        name: CrossFrameAttnProcessor(store, name.removesuffix(".processor")) if name in chosen else processor
-        for name, processor in unet.attn_processors.items()
-    }
+    processors = {}
+    for name, processor in unet.attn_processors.items():
+        if name in chosen:
+            processor = CrossFrameAttnProcessor(store, name.removesuffix(".processor"))
+        elif isinstance(processor, CrossFrameAttnProcessor):  # installed before with other settings
+            processor = AttnProcessor2_0()
+        processors[name] = processor
     unet.set_attn_processor(processors)
     return sorted(chosen)
