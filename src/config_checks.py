@@ -237,6 +237,27 @@ SAMPLE_RULES = [
          "null or a timestep spacing", "uniform_trailing"),
 ]
 
+RERENDER_RULES = [  # Rerender's key-frame translation (conf/experiment/rerender.yaml); absent for other systems
+    Rule("model.sampling.num_steps", positive_int, "a positive integer (paper: 20 DDIM steps)", "20"),
+    Rule("model.sampling.guidance_scale", nonneg_number, "a number >= 0 (paper: 7.5)", "7.5"),
+    Rule("model.sampling.eta", probability, "a number in [0, 1]", "0.0"),
+    Rule("model.denoising_strength", nullable(lambda v: is_number(v) and 0 < v <= 1),
+         "null (start from pure noise) or an SDEdit strength in (0, 1]", "0.75"),
+    Rule("model.control_scale", nonneg_number, "a number >= 0 (ControlNet strength)", "1.0"),
+    *(Rule(f"model.windows.{name}", pair(probability, ordered=True), "[start, end] fractions, 0 <= start <= end <= 1",
+           example) for name, example in (("cross_attention", "[0.0,1.0]"), ("shape_fusion", "[0.0,0.1]"),
+                                          ("pixel_fusion", "[0.5,0.8]"), ("adain", "[0.8,1.0]"))),
+    Rule("model.pixel_fusion", one_of("official", "paper", "off"), "official, paper or off", "official"),
+    Rule("model.mask_strength", probability, "a number in [0, 1]", "0.5"),
+    Rule("model.inner_strength", probability, "a number in [0, 1]", "0.9"),
+    Rule("model.style_update_freq", positive_int, "a positive integer (key frames between style updates)", "1"),
+    Rule("model.store_dtype", one_of("float16", "bfloat16", "float32"), "float16, bfloat16 or float32", "float16"),
+    Rule("model.loose_cfattn", boolean, "true or false", "false"),
+    Rule("model.color_preserve", boolean, "true or false", "true"),
+    Rule("rerender.resolution", nullable(positive_int), "null (the video's size) or a positive integer (short side)",
+         "512"),
+]
+
 _CLIP = [
     (".num_frames", nullable(positive_int), "null (to the end) or an integer >= 1", "16"),
     (".stride", positive_int, "a positive integer", "1"),
@@ -377,6 +398,17 @@ def eval_cross_rules(cfg: DictConfig) -> list[Problem]:
     return problems
 
 
+def missing_inputs(cfg: DictConfig) -> list[Problem]:
+    """The sampling pipeline's declared inputs (src.inference.pipelines) that are not set."""
+    from src.inference.pipelines import PIPELINES
+
+    pipeline = PIPELINES.get(_get(cfg, "model._target_"))
+    if pipeline is None:
+        return []
+    return [Problem(need.keys[0], None, need.expected, need.example)
+            for need in pipeline.inputs if all(_get(cfg, key) is None for key in need.keys)]
+
+
 # --- running the checks ---------------------------------------------------------------------------------------
 
 def _get(cfg: Any, key: str) -> Any:
@@ -448,13 +480,11 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
         for stage in stages:
             problems += _stage_problems(cfg, stage)
     if entry == "sample":
-        problems += apply_rules(cfg, SAMPLE_RULES)
+        problems += apply_rules(cfg, SAMPLE_RULES + RERENDER_RULES)
         stage = _get(cfg, "sample.stage")
         problems += _stage_choice(cfg, "sample.stage", stage, ("null",))
+        problems += missing_inputs(cfg)
         image, images = _get(cfg, "sample.image"), _get(cfg, "sample.images")
-        takes_images = str(_get(cfg, "model._target_") or "").endswith("DynamiCrafterModule") and _get(cfg, "rerender") is None
-        if takes_images and image is None and images is None:  # Animate Anyone takes sample.reference instead
-            problems.append(Problem("sample.image", None, "an image file (or sample.images=FOLDER)", "cat.png"))
         if image is not None and images is not None:
             problems.append(Problem("sample.images", images, f"null when sample.image is set ({image!r}): "
                                     "give one file or one folder", "null"))

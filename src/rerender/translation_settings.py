@@ -62,3 +62,28 @@ class TranslationSettings:
         if self.denoising_strength is None:
             return 0
         return min(int(round(self.num_steps * (1 - self.denoising_strength), 6)), self.num_steps - 1)
+
+
+SAMPLING_KEYS = {"num_steps": "num_steps", "guidance_scale": "guidance_scale", "eta": "eta"}
+
+
+def settings_from_config(
+    model_cfg, prompt: str, seed: int, sampling_overrides: dict | None = None
+) -> TranslationSettings:
+    """`model.*` of the rerender experiment (+ `sample.sampling` overrides of steps, guidance scale and eta)."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(model_cfg, resolve=True)
+    values.pop("_target_", None)
+    values.pop("sd", None)
+    sampling = {**values.pop("sampling", {}), **(sampling_overrides or {})}
+    unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"sample.sampling / model.sampling {unknown} do not apply to Rerender's key frames; it takes num_steps, "
+            "guidance_scale and eta"
+        )
+    windows = StepWindows(**{name: tuple(v) for name, v in values.pop("windows", {}).items()})
+    return TranslationSettings(
+        prompt=str(prompt or ""), seed=int(seed), windows=windows, **sampling, **values
+    )

@@ -20,6 +20,8 @@ TRAIN = ("train", "train", ["experiment=animate_anyone_demo"])
 TRAIN_FULL = ("train", "train", ["experiment=animate_anyone"])
 TRAIN_DC = ("train", "train", ["experiment=dynamicrafter"])
 SAMPLE = ("sample", "sample", ["experiment=dynamicrafter_demo", "sample.image=cat.png"])
+SAMPLE_AA = ("sample", "sample", ["experiment=animate_anyone", "sample.reference=a.png", "sample.pose_video=p.mp4"])
+SAMPLE_RR = ("sample", "sample", ["experiment=rerender", "sample.video=in.mp4"])
 EVAL = ("evaluate", "evaluate", ["eval=dynamicrafter_ucf101", "eval.generated_dir=/gen"])
 EVAL_MODEL = ("evaluate", "evaluate", ["eval=animate_anyone_ubc", "eval.mode=model", "model=animate_anyone"])
 
@@ -60,6 +62,12 @@ BAD = [
     (SAMPLE, "sample.num_frames=5", "sample.num_frames"),
     (SAMPLE, "sample.images=/imgs", "sample.images"),
     (SAMPLE, "sample.image=null", "sample.image"),
+    (SAMPLE_AA, "sample.pose_video=null", "sample.pose_video"),
+    (SAMPLE_RR, "sample.video=null", "sample.video"),
+    (SAMPLE_RR, "model.windows.shape_fusion=[0.3,0.1]", "model.windows.shape_fusion"),
+    (SAMPLE_RR, "model.denoising_strength=0", "model.denoising_strength"),
+    (SAMPLE_RR, "model.pixel_fusion=hard", "model.pixel_fusion"),
+    (SAMPLE_RR, "model.sampling.num_steps=0", "model.sampling.num_steps"),
     (EVAL, "eval.mode=generate", "eval.mode"),
     (EVAL, "eval.num_shards=0", "eval.num_shards"),
     (EVAL, "eval.shard_index=8", "eval.shard_index"),
@@ -111,8 +119,9 @@ def test_every_shipped_experiment_and_protocol_passes(composer) -> None:
     for experiment in ("animate_anyone", "animate_anyone_demo", "dynamicrafter", "dynamicrafter_512",
                        "dynamicrafter_1024", "dynamicrafter_demo"):
         assert find_problems(composer("train", [f"experiment={experiment}"]), "train") == []
-    for experiment in ("animate_anyone", "dynamicrafter_demo"):
-        assert find_problems(composer("sample", [f"experiment={experiment}", "sample.image=a.png"]), "sample") == []
+    for base in (SAMPLE, SAMPLE_AA, SAMPLE_RR):
+        assert find_problems(composer("sample", base[2]), "sample") == []
+    assert find_problems(composer("sample", ["experiment=rerender_demo"]), "sample") == []
     for protocol in ("animate_anyone_ubc", "animate_anyone_tiktok", "dynamicrafter_ucf101", "dynamicrafter_msrvtt",
                      "rerender"):
         cfg = composer("evaluate", [f"eval={protocol}", "eval.generated_dir=/gen"])

@@ -39,9 +39,7 @@ def denoise_loop(
 ) -> torch.Tensor:
     """Runs the schedule from `noise` (x_T, or x_t of step `start_step`; `b c t h w`); returns x_0 in `noise.dtype`."""
     if noise.ndim != 5:
-        raise ValueError(
-            f"denoise_loop: noise must be a latent video (b, c, t, h, w), got {tuple(noise.shape)}."
-        )
+        raise ValueError(f"denoise_loop: noise must be a latent video (b, c, t, h, w), got {tuple(noise.shape)}.")
     states = schedule.states()
     if not 0 <= start_step < len(states):
         raise ValueError(f"denoise_loop: start_step={start_step} is outside the {len(states)}-step schedule.")
