@@ -17,7 +17,7 @@ from tests.tiny_sd import save_tiny_sd_folder
 
 def test_video_and_prompt_to_rerendered_video_with_translated_key_frames(tmp_path):
     weights = save_tiny_sd_folder(tmp_path / "weights")
-    frames, _ = demo_video(4, 7, 48, 72)  # resized to 64 x 96 (short side 64, sides multiples of 32)
+    frames, _ = demo_video(3, 7, 48, 72)  # resized to 64 x 96 (short side 64, sides multiples of 32)
     video = write_mp4(tmp_path / "in.mp4", frames, fps=8, pix_fmt="yuv444p", crf=0)
     out = tmp_path / "out"
     run_entry(
