@@ -21,12 +21,24 @@ def test_video_and_prompt_to_rerendered_video_with_translated_key_frames(tmp_pat
     video = write_mp4(tmp_path / "in.mp4", frames, fps=8, pix_fmt="yuv444p", crf=0)
     out = tmp_path / "out"
     run_entry(
-        "src.sample", "experiment=rerender", f"sample.video={video}", "sample.prompt='a cat, oil painting'",
-        f"sample.out={out}", "sample.device=cpu", "sample.save_frames=true",
-        f"model.sd.folder={weights / 'sd'}", f"model.sd.controlnet={weights / 'controlnet'}",
-        "model.sd.control_type=canny", "model.denoising_strength=0.75", "model.store_dtype=float32",
-        "rerender.resolution=64", "rerender.keyframes.interval=3", "rerender.flow.name=dis",
-        "rerender.propagation.search_vote_iters=2", "rerender.propagation.patchmatch_iters=2", timeout=600,
+        "src.sample",
+        "experiment=rerender",
+        f"sample.video={video}",
+        "sample.prompt='a cat, oil painting'",
+        f"sample.out={out}",
+        "sample.device=cpu",
+        "sample.save_frames=true",
+        f"model.sd.folder={weights / 'sd'}",
+        f"model.sd.controlnet={weights / 'controlnet'}",
+        "model.sd.control_type=canny",
+        "model.denoising_strength=0.75",
+        "model.store_dtype=float32",
+        "rerender.resolution=64",
+        "rerender.keyframes.interval=3",
+        "rerender.flow.name=dis",
+        "rerender.propagation.search_vote_iters=2",
+        "rerender.propagation.patchmatch_iters=2",
+        timeout=600,
     )
     assert decode_mp4((out / "rerender.mp4").read_bytes()).shape == (7, 64, 96, 3)
     keys = sorted(p.name for p in (out / "keys").iterdir())
@@ -37,9 +49,18 @@ def test_video_and_prompt_to_rerendered_video_with_translated_key_frames(tmp_pat
     assert not np.array_equal(images["0000.png"], images["0003.png"])
     settings = json.loads((out / "settings.json").read_text())
     t = settings["translation"]
-    assert (t["num_steps"], t["guidance_scale"], t["start_step"], t["pixel_fusion"]) == (20, 7.5, 5, "official")
-    assert t["windows"] == {"cross_attention": [0.0, 1.0], "shape_fusion": [0.0, 0.1], "pixel_fusion": [0.5, 0.8],
-                            "adain": [0.8, 1.0]}
+    assert (t["num_steps"], t["guidance_scale"], t["start_step"], t["pixel_fusion"]) == (
+        20,
+        7.5,
+        5,
+        "official",
+    )
+    assert t["windows"] == {
+        "cross_attention": [0.0, 1.0],
+        "shape_fusion": [0.0, 0.1],
+        "pixel_fusion": [0.5, 0.8],
+        "adain": [0.8, 1.0],
+    }
     assert len(t["cross_frame_layers"]) == 4 and settings["prompt"] == "a cat, oil painting"
     assert settings["key_indices"] == [0, 3, 6] and settings["size"] == [64, 96]
     assert settings["timing_s"]["per_key_frame"] > 0 and settings["keyframes"] == "translated"
