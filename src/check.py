@@ -86,8 +86,6 @@ def run_check(cfg: DictConfig) -> list[Finding]:
     for view in views:
         for slot in find_slots(view, ("model",)):
             slots.setdefault((slot.key, slot.path), slot)
-    for slot in find_slots(cfg, ("rerender",)) if cfg.get("rerender") else []:
-        slots.setdefault((slot.key, slot.path), slot)
     if cfg.get("eval"):
         for slot in find_slots(cfg, ("eval",)):
             slots.setdefault((slot.key, slot.path), slot)

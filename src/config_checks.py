@@ -242,15 +242,36 @@ SAMPLE_RULES = [
     Rule("sample.sampling.timestep_spacing", nullable(one_of(*DYNAMICRAFTER_SPACINGS, *DIFFUSERS_SPACINGS)),
          "null or a timestep spacing", "uniform_trailing"),
     # Rerender's key-frame translation weights (src/rerender/sd_loading.py, control_maps.py)
-    Rule("rerender.sd.checkpoint", nonempty_path, "an SD1.5 diffusers folder or .safetensors/.ckpt file",
+    Rule("model.sd.checkpoint", nonempty_path, "an SD1.5 diffusers folder or .safetensors/.ckpt file",
          "/weights/sd15/v1-5-pruned-emaonly.safetensors"),
-    Rule("rerender.sd.dtype", one_of(*RERENDER_DTYPES), "auto, fp32, fp16 or bf16", "auto"),
-    Rule("rerender.controlnet.control_type", one_of(*RERENDER_CONTROL_TYPES), "canny or hed", "hed"),
-    Rule("rerender.controlnet.checkpoint", nonempty_path, "a control_sd15_*.pth file or a diffusers ControlNet "
+    Rule("model.sd.dtype", one_of(*RERENDER_DTYPES), "auto, fp32, fp16 or bf16", "auto"),
+    Rule("model.controlnet.control_type", one_of(*RERENDER_CONTROL_TYPES), "canny or hed", "hed"),
+    Rule("model.controlnet.checkpoint", nonempty_path, "a control_sd15_*.pth file or a diffusers ControlNet "
          "folder", "/weights/controlnet/control_sd15_hed.pth"),
-    Rule("rerender.control_map.canny_low", nonneg_number, "a number >= 0 (8-bit scale)", "100"),
-    Rule("rerender.control_map.canny_high", nonneg_number, "a number >= 0 (8-bit scale)", "200"),
-    Rule("rerender.control_map.batch_size", positive_int, "a positive integer", "8"),
+    Rule("model.control_map.canny_low", nonneg_number, "a number >= 0 (8-bit scale)", "100"),
+    Rule("model.control_map.canny_high", nonneg_number, "a number >= 0 (8-bit scale)", "200"),
+    Rule("model.control_map.batch_size", positive_int, "a positive integer", "8"),
+]
+
+RERENDER_RULES = [  # Rerender's key-frame translation (conf/experiment/rerender.yaml); absent for other systems
+    Rule("model.sampling.num_steps", positive_int, "a positive integer (paper: 20 DDIM steps)", "20"),
+    Rule("model.sampling.guidance_scale", nonneg_number, "a number >= 0 (paper: 7.5)", "7.5"),
+    Rule("model.sampling.eta", probability, "a number in [0, 1]", "0.0"),
+    Rule("model.denoising_strength", nullable(lambda v: is_number(v) and 0 < v <= 1),
+         "null (start from pure noise) or an SDEdit strength in (0, 1]", "0.75"),
+    Rule("model.control_scale", nonneg_number, "a number >= 0 (ControlNet strength)", "1.0"),
+    *(Rule(f"model.windows.{name}", pair(probability, ordered=True), "[start, end] fractions, 0 <= start <= end <= 1",
+           example) for name, example in (("cross_attention", "[0.0,1.0]"), ("shape_fusion", "[0.0,0.1]"),
+                                          ("pixel_fusion", "[0.5,0.8]"), ("adain", "[0.8,1.0]"))),
+    Rule("model.pixel_fusion", one_of("official", "paper", "off"), "official, paper or off", "official"),
+    Rule("model.mask_strength", probability, "a number in [0, 1]", "0.5"),
+    Rule("model.inner_strength", probability, "a number in [0, 1]", "0.9"),
+    Rule("model.style_update_freq", positive_int, "a positive integer (key frames between style updates)", "1"),
+    Rule("model.store_dtype", one_of("float16", "bfloat16", "float32"), "float16, bfloat16 or float32", "float16"),
+    Rule("model.loose_cfattn", boolean, "true or false", "false"),
+    Rule("model.color_preserve", boolean, "true or false", "true"),
+    Rule("rerender.resolution", nullable(positive_int), "null (the video's size) or a positive integer (short side)",
+         "512"),
 ]
 
 _CLIP = [
@@ -393,18 +414,36 @@ def eval_cross_rules(cfg: DictConfig) -> list[Problem]:
     return problems
 
 
+def input_problems(cfg: DictConfig) -> list[Problem]:
+    """The sampling pipeline's declared inputs (src.inference.pipelines): one that is not set, or two set where
+    only one may be."""
+    from src.inference.pipelines import PIPELINES
+
+    pipeline = PIPELINES.get(_get(cfg, "model._target_"))
+    problems = []
+    for need in pipeline.inputs if pipeline is not None else ():
+        given = [key for key in need.keys if _get(cfg, key) is not None]
+        if not given:
+            problems.append(Problem(need.keys[0], None, need.expected, need.example))
+        elif need.exclusive and len(given) > 1:
+            first, extra = given[0], given[1]
+            problems.append(Problem(extra, _get(cfg, extra), f"null when {first} is set ({_get(cfg, first)!r}): "
+                                    f"give one of {', '.join(need.keys)}", "null"))
+    return problems
+
+
 # --- running the checks ---------------------------------------------------------------------------------------
 
 def rerender_control_rules(cfg: DictConfig) -> list[Problem]:
     """The control maps must be the kind the ControlNet was trained on; Canny's hysteresis needs low <= high."""
     problems = []
-    kind, maps = _get(cfg, "rerender.controlnet.control_type"), _get(cfg, "rerender.control_map.control_type")
+    kind, maps = _get(cfg, "model.controlnet.control_type"), _get(cfg, "model.control_map.control_type")
     if maps is not None and kind in RERENDER_CONTROL_TYPES and maps != kind:
-        problems.append(Problem("rerender.control_map.control_type", maps,
-                                f"the ControlNet's kind ({kind!r})", "${rerender.controlnet.control_type}"))
-    low, high = _get(cfg, "rerender.control_map.canny_low"), _get(cfg, "rerender.control_map.canny_high")
+        problems.append(Problem("model.control_map.control_type", maps,
+                                f"the ControlNet's kind ({kind!r})", "${model.controlnet.control_type}"))
+    low, high = _get(cfg, "model.control_map.canny_low"), _get(cfg, "model.control_map.canny_high")
     if nonneg_number(low) and nonneg_number(high) and low > high:
-        problems.append(Problem("rerender.control_map.canny_low", low, f"<= canny_high ({high})", str(min(100, high))))
+        problems.append(Problem("model.control_map.canny_low", low, f"<= canny_high ({high})", str(min(100, high))))
     return problems
 
 
@@ -477,24 +516,10 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
         for stage in stages:
             problems += _stage_problems(cfg, stage)
     if entry == "sample":
-        problems += apply_rules(cfg, SAMPLE_RULES) + rerender_control_rules(cfg)
+        problems += apply_rules(cfg, SAMPLE_RULES + RERENDER_RULES) + rerender_control_rules(cfg)
         stage = _get(cfg, "sample.stage")
         problems += _stage_choice(cfg, "sample.stage", stage, ("null",))
-        image, images = _get(cfg, "sample.image"), _get(cfg, "sample.images")
-        takes_images = str(_get(cfg, "model._target_") or "").endswith("DynamiCrafterModule") and _get(cfg, "rerender") is None
-        if takes_images and image is None and images is None:  # Animate Anyone takes sample.reference instead
-            problems.append(Problem("sample.image", None, "an image file (or sample.images=FOLDER)", "cat.png"))
-        if image is not None and images is not None:
-            problems.append(Problem("sample.images", images, f"null when sample.image is set ({image!r}): "
-                                    "give one file or one folder", "null"))
-        if str(_get(cfg, "model._target_") or "").endswith("AnimateAnyoneModule"):
-            pose, driving = _get(cfg, "sample.pose_video"), _get(cfg, "sample.driving_video")
-            if pose is None and driving is None:
-                problems.append(Problem("sample.pose_video", None, "a skeleton video (or sample.driving_video=RAW.mp4, "
-                                        "whose poses are extracted first)", "dance_dwpose.mp4"))
-            if pose is not None and driving is not None:
-                problems.append(Problem("sample.driving_video", driving, f"null when sample.pose_video is set "
-                                        f"({pose!r}): give a skeleton video or a raw video, not both", "null"))
+        problems += input_problems(cfg)
         stage = stage if stage in stages else (stages[-1] if stages else None)
         if stage is not None:
             problems += _stage_problems(cfg, stage)

@@ -47,7 +47,7 @@ class ControlMapper:
         hed_checkpoint: str | Path | None = None,
         batch_size: int = 8,
         device: str | torch.device = "cpu",
-        key_prefix: str = "rerender.control_map",
+        key_prefix: str = "model.control_map",
     ) -> None:
         if control_type not in CONTROL_TYPES:
             raise ValueError(f"control_type must be one of {CONTROL_TYPES}, got {control_type!r}")

@@ -63,7 +63,7 @@ class HEDNet(nn.Module):
         return edge.to(rgb.dtype)
 
 
-def load_hed(path: str | Path | None, config_key: str = "rerender.control_map.hed_checkpoint") -> HEDNet:
+def load_hed(path: str | Path | None, config_key: str = "model.control_map.hed_checkpoint") -> HEDNet:
     """The HED network with the weights of `path`, loaded strictly; a missing file names `config_key`."""
     path = require_file(path, config_key, HED_PUBLISHED_AT)
     net = HEDNet()

@@ -204,7 +204,7 @@ def load_stable_diffusion(
     vae: str | Path | None = None,
     dtype: str = "auto",
     device: torch.device | str = "cpu",
-    key_prefix: str = "rerender.sd",
+    key_prefix: str = "model.sd",
 ) -> StableDiffusionParts:
     """UNet, VAE, text encoder, tokenizer and noise-schedule config of one SD1.5 checkpoint.
 
@@ -277,10 +277,10 @@ def load_controlnet(
     config: str | Path | None = None,
     dtype: str = "auto",
     device: torch.device | str = "cpu",
-    key_prefix: str = "rerender.controlnet",
+    key_prefix: str = "model.controlnet",
 ) -> nn.Module:
     """A ControlNetModel from a diffusers folder or an original `control_sd15_*.pth` (only its `control_model.*`
-    keys are read; its SD1.5 base is not used: the SD weights come from `rerender.sd.checkpoint`).
+    keys are read; its SD1.5 base is not used: the SD weights come from `model.sd.checkpoint`).
 
     config: a ControlNet config.json for a single file (default: the shipped SD1.5 one).
     """
@@ -306,7 +306,7 @@ def load_controlnet(
     return model.to(device)
 
 
-def _call(node: Any, **kwargs: Any) -> Any:
+def call_target(node: Any, **kwargs: Any) -> Any:
     """Call the node's `_target_` with its fields (like hydra's instantiate, but errors arrive unwrapped, so a
     missing file surfaces as the FileNotFoundError that names its config key)."""
     from hydra.utils import get_method
@@ -317,10 +317,10 @@ def _call(node: Any, **kwargs: Any) -> Any:
 
 
 def load_sd_components(section: Any, device: torch.device | str = "cpu") -> SDComponents:
-    """Everything the key-frame translator needs, from the `rerender` config section: its `sd` node
+    """Everything the key-frame translator needs, from the model config section (`cfg.model` of experiment=rerender): its `sd` node
     (-> `load_stable_diffusion`) and `controlnet` node (-> `load_controlnet`; `control_type` picks Canny/HED)."""
-    sd = _call(section["sd"], device=device)
-    controlnet = _call(section["controlnet"], device=device)
+    sd = call_target(section["sd"], device=device)
+    controlnet = call_target(section["controlnet"], device=device)
     return SDComponents(
         unet=sd.unet,
         vae=sd.vae,

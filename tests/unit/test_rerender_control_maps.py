@@ -96,8 +96,8 @@ def test_hed_loads_strictly_and_names_the_config_key(hed_file, tmp_path) -> None
     torch.save(damaged, tmp_path / "ControlNetHED.pth")
     with pytest.raises(WeightLoadError, match=r"block3\.projection\.bias") as err:
         ControlMapper("hed", hed_checkpoint=tmp_path / "ControlNetHED.pth")
-    assert "rerender.control_map.hed_checkpoint" in str(err.value)
-    with pytest.raises(FileNotFoundError, match=r"rerender\.control_map\.hed_checkpoint"):
+    assert "model.control_map.hed_checkpoint" in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"model\.control_map\.hed_checkpoint"):
         ControlMapper("hed", hed_checkpoint=tmp_path / "absent.pth")
     ControlMapper("canny", hed_checkpoint=tmp_path / "absent.pth")  # read only for HED
 

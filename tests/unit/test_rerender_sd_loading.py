@@ -114,7 +114,7 @@ def test_damaged_single_file_names_the_key_the_file_and_the_config_key(tiny, tmp
     with pytest.raises(WeightLoadError) as err:
         load_stable_diffusion(path, config_dir=root / "sd", tokenizer=root / "sd" / "tokenizer")
     message = str(err.value)
-    assert named in message and str(path) in message and "rerender.sd.checkpoint" in message, message
+    assert named in message and str(path) in message and "model.sd.checkpoint" in message, message
 
 
 def test_damaged_control_file_names_the_missing_key(tiny, tmp_path) -> None:
@@ -126,7 +126,7 @@ def test_damaged_control_file_names_the_missing_key(tiny, tmp_path) -> None:
         load_controlnet(
             tmp_path / "control_sd15_canny.pth", "canny", config=root / "controlnet" / "config.json"
         )
-    assert "rerender.controlnet.checkpoint" in str(err.value)
+    assert "model.controlnet.checkpoint" in str(err.value)
 
 
 def test_shape_mismatch_against_the_config_is_an_error(tiny) -> None:
@@ -147,15 +147,15 @@ def test_load_sd_components_from_the_experiment_config_with_a_vae_override(tiny,
     vae_file = _write(bare, tmp_path / "vae-ft-mse-840000-ema-pruned.safetensors")
     cfg = _experiment(
         [
-            f"rerender.sd.checkpoint={root / 'civitai.safetensors'}",
-            f"rerender.sd.config_dir={root / 'sd'}",
-            f"rerender.sd.tokenizer={root / 'sd' / 'tokenizer'}",
-            f"rerender.sd.vae={vae_file}",
-            "rerender.controlnet.control_type=canny",
-            f"rerender.controlnet.checkpoint={root / 'controlnet'}",
+            f"model.sd.checkpoint={root / 'civitai.safetensors'}",
+            f"model.sd.config_dir={root / 'sd'}",
+            f"model.sd.tokenizer={root / 'sd' / 'tokenizer'}",
+            f"model.sd.vae={vae_file}",
+            "model.controlnet.control_type=canny",
+            f"model.controlnet.checkpoint={root / 'controlnet'}",
         ]
     )
-    parts = load_sd_components(cfg.rerender, device="cpu")
+    parts = load_sd_components(cfg.model, device="cpu")
     assert isinstance(parts, SDComponents) and parts.control_type == "canny"
     assert_same(parts.unet, models["unet"])
     assert_same(parts.vae, other_vae)
@@ -167,12 +167,12 @@ def test_load_sd_components_from_the_experiment_config_with_a_vae_override(tiny,
 def test_missing_files_name_the_config_key(tiny, tmp_path) -> None:
     _, root = tiny
     cfg = _experiment([f"paths.weights={tmp_path}"])
-    with pytest.raises(FileNotFoundError, match=r"rerender\.sd\.checkpoint") as err:
-        load_sd_components(cfg.rerender)
+    with pytest.raises(FileNotFoundError, match=r"model\.sd\.checkpoint") as err:
+        load_sd_components(cfg.model)
     assert str(tmp_path / "sd15") in str(err.value)
-    with pytest.raises(FileNotFoundError, match=r"rerender\.sd\.tokenizer"):
+    with pytest.raises(FileNotFoundError, match=r"model\.sd\.tokenizer"):
         load_stable_diffusion(root / "civitai.safetensors", config_dir=root / "sd")
-    with pytest.raises(FileNotFoundError, match=r"rerender\.controlnet\.checkpoint.*control_sd15_hed\.pth"):
+    with pytest.raises(FileNotFoundError, match=r"model\.controlnet\.checkpoint.*control_sd15_hed\.pth"):
         load_controlnet(tmp_path / "control_sd15_hed.pth", "hed")
 
 
@@ -212,19 +212,19 @@ def test_weights_doctor_lists_the_rerender_files(tiny, tmp_path) -> None:
 
     _, root = tiny
     torch.save(HEDNet().state_dict(), tmp_path / "ControlNetHED.pth")
-    keys = ("rerender.sd.checkpoint", "rerender.controlnet.checkpoint", "rerender.control_map.hed_checkpoint")
+    keys = ("model.sd.checkpoint", "model.controlnet.checkpoint", "model.control_map.hed_checkpoint")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="check",
             overrides=[
                 "experiment=rerender",
-                f"rerender.sd.checkpoint={root / 'sd'}",
-                f"rerender.control_map.hed_checkpoint={tmp_path / 'ControlNetHED.pth'}",
+                f"model.sd.checkpoint={root / 'sd'}",
+                f"model.control_map.hed_checkpoint={tmp_path / 'ControlNetHED.pth'}",
             ],
         )
         canny = compose(
-            config_name="check", overrides=["experiment=rerender", "rerender.controlnet.control_type=canny"]
+            config_name="check", overrides=["experiment=rerender", "model.controlnet.control_type=canny"]
         )
-    found = {f.slot.key: f.status for f in run_check(cfg) if f.slot.key.startswith("rerender.")}
+    found = {f.slot.key: f.status for f in run_check(cfg) if f.slot.key.startswith(("model.sd", "model.controlnet", "model.control_map"))}
     assert found == dict(zip(keys, ("present", "missing", "ok"), strict=True)), found
-    assert "rerender.control_map.hed_checkpoint" not in {f.slot.key for f in run_check(canny)}  # HED unused
+    assert "model.control_map.hed_checkpoint" not in {f.slot.key for f in run_check(canny)}  # HED unused
