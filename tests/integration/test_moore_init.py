@@ -25,8 +25,12 @@ from tests.integration.test_ddp_equivalence import per_step_losses
 from tests.unit.moore_fake_weights import fake_state_dict
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "moore_reference" / "reference.pt"
-# the reference's Pose Guider (conditioning_embedding_channels 32, block_out_channels [4, 8, 8, 16]) in our config
-GUIDER = ["model.net.pose_guider.block_channels=[4,8,8,16]", "model.net.pose_guider.out_channels=32"]
+# the reference's Pose Guider (Moore's kwargs, as make_reference.py built it) in our config's terms
+_GUIDER = torch.load(REFERENCE, weights_only=False)["pose_guider"]
+GUIDER = [
+    f"model.net.pose_guider.block_channels={json.dumps(_GUIDER['block_out_channels'])}",
+    f"model.net.pose_guider.out_channels={_GUIDER['conditioning_embedding_channels']}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,7 @@ def test_stage2_and_heldout_evaluation_start_from_moores_release(tmp_path, weigh
         "src.train", "experiment=animate_anyone", "stage=temporal", "logger=csv", f"paths.weights={weights}",
         f"hydra.run.dir={run_dir}", "model.net.init=moore", f"data.train_shards={shards.train[0]}",
         f"data.heldout_shards={shards.heldout[0]}", "data.num_workers=0", "data.val.num_videos=0",
-        "model.net.pose_guider.block_channels=[4,8,8,16]", "model.net.pose_guider.out_channels=32",
+        *GUIDER,
         "model.sampling.num_steps=2", "evaluation=animate_anyone_heldout", "evaluation.num_videos=1",
         "evaluation.num_frames=2", "evaluation.start_frame=1",
         "stages.temporal.global_batch_size=1", "stages.temporal.data.size=[32,32]", "stages.temporal.data.num_frames=4",
@@ -99,7 +103,7 @@ def test_evaluate_model_mode_animates_with_the_release_as_is(tmp_path, weights, 
     run_entry(
         "src.evaluate", "eval=animate_anyone_ubc", "eval.mode=model", "model=animate_anyone", "logger=none",
         f"paths.weights={weights}", "model.net.init=moore", f"hydra.run.dir={run_dir}",
-        "model.net.pose_guider.block_channels=[4,8,8,16]", "model.net.pose_guider.out_channels=32",
+        *GUIDER,
         f"eval.test_set.shards={shards.heldout[0]}", "eval.test_set.size=[32,32]", "eval.clip.num_frames=4",
         "eval.generator.num_steps=2", "eval.metrics.fvd=null", "eval.metrics.lpips=null", "eval.device=cpu",
     )
