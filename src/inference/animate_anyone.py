@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import atomic_io
 from src.inference.common import autocast, load_image, load_module, sampling_overrides
@@ -227,6 +227,8 @@ def run(cfg: DictConfig) -> list[dict]:
         "experiment": cfg.run_name,
         "stage": loaded.stage,
         "weights": loaded.weights,
+        # where the net's starting weights came from before sample.weights (model.net.init: pretrained | moore)
+        "net_init": OmegaConf.select(loaded.stage_cfg, "model.net.init"),
         "size": list(size),
         "pose_stride": int(sample.pose_stride),
         "retarget": retarget,

@@ -132,9 +132,10 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         pixels, pose, reference = batch["pixel_values"], batch["pose"], batch["reference"]
         b = pixels.shape[0]
-        latents = self.encode_video(pixels)
+        draws = SampleDraws.for_batch(self.seed, batch, b)
+        latents = self.encode_video(pixels, draws)
+        reference_latents = self.encode_images(reference, draws, "reference_posterior")
         with torch.no_grad():
-            reference_latents = self.codec.encode(reference)
             clip_embeds = self.image_encoder(reference)
         # Conditioning dropout, matching the unconditional branch at sampling time (see UNCOND_MODES).
         drop, noise, timesteps = self.draw_randomness(latents, batch)
@@ -235,7 +236,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         """
         cfg = self.sampling_config(**overrides)
         b, _, t, h, w = pose.shape
-        reference_latents = self.codec.encode(reference)
+        reference_latents = self.encode_images(reference, generator=generator)
         clip_embeds = self.image_encoder(reference)
         guidance = Guidance(cfg.guidance_scale, rescale=cfg.guidance_rescale)
         k = len(guidance.branches)  # cond (+ uncond)

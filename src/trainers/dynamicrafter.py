@@ -271,7 +271,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         video = batch["video"]
         b, _, t = video.shape[:3]
         self._check_frames(t)
-        latents = self.encode_video(video)
+        latents = self.encode_video(video, SampleDraws.for_batch(self.seed, batch, b))
         drawn = self.draw_randomness(batch, latents)
         index, timesteps = drawn.condition_frame, drawn.timesteps
         rows = torch.arange(b, device=video.device)
@@ -346,7 +346,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         if num_frames is None:
             raise ValueError("DynamiCrafter.sample: pass num_frames (the model does not fix a video length).")
         self._check_frames(num_frames)
-        latent = self.codec.encode(image)
+        latent = self.encode_images(image, generator=generator)
         concat = latent[:, :, None].expand(-1, -1, num_frames, -1, -1)
         guidance = Guidance(cfg.guidance_scale, cfg.image_guidance_scale, cfg.guidance_rescale)
         text, image_tokens = self.encode_text(captions), self.encode_image(image)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from src.trainers.sample_draws import SampleDraws
+
 
 class FrozenPartsMixin:
     """Mixin for a LightningModule with `stage`, `skipped_samples`, `codec` and `frozen_state_keys()`."""
@@ -37,10 +39,33 @@ class FrozenPartsMixin:
         self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
 
     @torch.no_grad()
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """`b c t h w` pixels in [-1, 1] -> `b c t h w` latents, frame by frame through the codec."""
+    def encode_images(
+        self,
+        images: torch.Tensor,
+        draws: SampleDraws | None = None,
+        purpose: str = "image_posterior",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """`(b k) c h w` images (k per training sample) -> latents. A codec that samples its posterior (the VAEs)
+        takes the noise from `draws` under `purpose` in training (each sample's own, whatever rank or batch it
+        lands in), from the sampling `generator` at inference (the seed alone fixes the output), else from the
+        global RNG."""
+        noise = None
+        if self.codec.samples_posterior and (draws is not None or generator is not None):
+            latent = self.codec.latent_shape(*images.shape[-2:])
+            if draws is not None:
+                noise = draws.normal(purpose, (images.shape[0] // draws.batch_size, *latent)).flatten(0, 1)
+            else:
+                noise = torch.randn((images.shape[0], *latent), generator=generator, device=generator.device)
+            noise = noise.to(images.device)
+        return self.codec.encode(images, noise=noise)
+
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor, draws: SampleDraws | None = None) -> torch.Tensor:
+        """`b c t h w` pixels in [-1, 1] -> `b c t h w` latents, frame by frame through the codec (`draws`: the
+        training batch's, for the posterior noise; see `encode_images`)."""
         b, _, t = pixels.shape[:3]
-        latents = self.codec.encode(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1))
+        latents = self.encode_images(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1), draws, "video_posterior")
         return latents.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()
