@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from src.data.clip_sampling import ClipTooShort
-from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset
+from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset, collate_skips
 from src.data.shards import list_shards, read_meta
 from src.data.transforms import CropBox, crop_resize
 from src.data.video_io import decode_mp4, probe_mp4
@@ -92,7 +92,7 @@ class CaptionVideoDataset(ShardSampleDataset):
     """Iterable of DynamiCrafter training samples from `shards` (a folder, glob, brace pattern or list).
 
     Each sample: "video" float32 (3, T, H, W) in [-1, 1]; "caption" str; "frame_stride" int; "fps" float (the
-    clip's effective fps = source fps / stride); "key" str; "caption_fallback" bool; "skipped" int.
+    clip's effective fps = source fps / stride); "key" str; "caption_fallback" bool; "skipped" {reason: count}.
     """
 
     logger = logger
@@ -179,14 +179,15 @@ class CaptionVideoDataset(ShardSampleDataset):
 
 
 def collate_caption_video(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack videos; captions and keys as lists; stride/skipped int64, fps float32, caption_fallback bool."""
+    """Stack videos; captions, keys and "skipped" ({reason: count}) as lists; stride int64, fps float32,
+    caption_fallback bool."""
     return {
         "video": torch.stack([s["video"] for s in samples]),
         "caption": [s["caption"] for s in samples],
         "frame_stride": torch.tensor([int(s["frame_stride"]) for s in samples], dtype=torch.int64),
         "fps": torch.tensor([float(s["fps"]) for s in samples], dtype=torch.float32),
         "key": [s["key"] for s in samples],
-        "skipped": torch.tensor([int(s.get("skipped", 0)) for s in samples], dtype=torch.int64),
+        "skipped": collate_skips(samples),
         "caption_fallback": torch.tensor([bool(s.get("caption_fallback", False)) for s in samples]),
     }
 
@@ -206,7 +207,7 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         size=tuple(data.size),
         caption_key=data.caption_key,
         seed=seed,
-        resampled=True,
+        resampled=bool(data.get("resampled", True)),
         shuffle_buffer=data.shuffle_buffer,
         decoded_cache_mb=data.get("decoded_cache_mb", 0),
     )

@@ -35,6 +35,7 @@ from src.data.sample_stream import (
     SampleError,
     ShardSampleDataset,
     TooManySkips,
+    collate_skips,
     get_rank_and_world_size,
 )
 from src.data.shards import list_shards
@@ -61,7 +62,7 @@ class PoseVideoDataset(ShardSampleDataset):
     """Iterable of per-sample dicts for Animate Anyone training.
 
     Each sample: "pixel_values" float32 (3, T, H, W) in [-1, 1]; "pose" float32 (3, T, H, W) in [0, 1];
-    "reference" float32 (3, H, W) in [-1, 1]; "key" str; "skipped" int. Random draws come from a
+    "reference" float32 (3, H, W) in [-1, 1]; "key" str; "skipped" {reason: count}. Random draws come from a
     numpy Generator seeded by (seed, rank, worker id, epoch, pass), so streams are reproducible.
     """
 
@@ -203,13 +204,13 @@ def build_pose_video_dataset(
 
 
 def collate_pose_video(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, keep keys as a list and make "skipped" an int64 tensor (one entry per sample)."""
+    """Stack tensors; keys and "skipped" ({reason: count} per sample) as lists."""
     return {
         "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
         "pose": torch.stack([s["pose"] for s in samples]),
         "reference": torch.stack([s["reference"] for s in samples]),
         "key": [s["key"] for s in samples],
-        "skipped": torch.tensor([int(s["skipped"]) for s in samples], dtype=torch.int64),
+        "skipped": collate_skips(samples),
     }
 
 
@@ -272,7 +273,7 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         crop_scale=tuple(data.crop_scale),
         crop_ratio=tuple(data.crop_ratio),
         seed=seed,
-        resampled=True,
+        resampled=bool(data.get("resampled", True)),
         shuffle_buffer=data.shuffle_buffer,
         decoded_cache_mb=data.get("decoded_cache_mb", 0),
     )

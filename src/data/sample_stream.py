@@ -1,10 +1,11 @@
 """Shared machinery of the training data pipelines: shard streams per (rank, worker), skip guard, exact batch counts.
 
 `ShardSampleDataset` streams raw webdataset samples (dicts of bytes) from shards and turns each into a
-training sample with the subclass's `process(raw, rng)`. Bad samples are skipped, logged and counted in
-the next yielded sample's "skipped" field. Each (rank, worker) draws shards itself (resampled, the
-training default) or takes a disjoint slice of them (resampled=False); webdataset's `single_node_only`
-splitter is never used, and `ExactBatchLoader` yields exactly `batches_per_epoch` batches per rank, so
+training sample with the subclass's `process(raw, rng)`. Bad samples are skipped, logged and counted per
+reason in the next yielded sample's "skipped" field ({reason: count}): the batches are the one channel from
+DataLoader worker processes back to training, where src.trainers.skipped_samples sums them over ranks.
+Each (rank, worker) draws shards itself (resampled, the training default) or takes a disjoint slice of them
+(resampled=False); webdataset's `single_node_only` splitter is never used, and `ExactBatchLoader` yields exactly `batches_per_epoch` batches per rank, so
 DDP ranks never hang waiting for each other. Layouts are the subclasses' (they state them).
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "ShardSampleDataset",
     "SkipGuard",
     "TooManySkips",
+    "collate_skips",
     "get_rank_and_world_size",
     "shuffled",
 ]
@@ -53,6 +55,12 @@ def skip_reason(exc: BaseException) -> str:
     """The category a failed sample is counted under: the error's `reason` (SampleError, VideoDecodeError,
     ClipTooShort carry one), else the exception's type name (an unexpected failure, still named)."""
     return str(getattr(exc, "reason", None) or type(exc).__name__)
+
+
+def collate_skips(samples: Sequence[dict[str, Any]]) -> list[dict[str, int]]:
+    """A batch's "skipped" entry: one {reason: count} per sample (a list, so a rank's slice of a global batch
+    keeps exactly its samples' skips; src.trainers.skipped_samples sums them)."""
+    return [{str(k): int(v) for k, v in (s.get("skipped") or {}).items()} for s in samples]
 
 
 class TooManySkips(RuntimeError):
@@ -113,7 +121,7 @@ class SkipGuard:
         self.logger = logger or _log
         self.hint = hint
         self.entries = entries
-        self.since_yield = 0
+        self.pending: Counter[str] = Counter()  # skips since the last yield, per reason
         self.consecutive = 0
         self.shard_opens = 0
         self.last_reasons: list[str] = []
@@ -122,7 +130,7 @@ class SkipGuard:
     def skip(self, key: str, reason: str, category: str = "bad_sample") -> None:
         self.logger.warning("skipping sample %s: %s", key, reason)
         self.counts[category] += 1
-        self.since_yield += 1
+        self.pending[category] += 1
         self.consecutive += 1
         self.last_reasons = (self.last_reasons + [f"{key}: {reason}"])[-3:]
         if self.consecutive >= self.limit:
@@ -144,10 +152,11 @@ class SkipGuard:
                 f"{list(self.shards)[:3]}); they may be empty or hold no {self.entries} entries"
             )
 
-    def yielded(self) -> int:
-        count = self.since_yield
-        self.since_yield = self.consecutive = self.shard_opens = 0
-        return count
+    def yielded(self) -> dict[str, int]:
+        """The skips since the previous yield, per reason (they ride on the sample being yielded); resets."""
+        pending, self.pending = dict(self.pending), Counter()
+        self.consecutive = self.shard_opens = 0
+        return pending
 
 
 @dataclass
@@ -263,10 +272,11 @@ class ShardSampleDataset(IterableDataset):
                 continue
             sample["skipped"] = guard.yielded()
             yield sample
-        if guard.since_yield:
+        if guard.pending:
             self.logger.warning(
-                "%d skipped samples at the end of a finite pass were not reported in a batch",
-                guard.since_yield,
+                "%d skipped samples at the end of a finite pass were not reported in a batch: %s",
+                sum(guard.pending.values()),
+                dict(guard.pending),
             )
 
 
