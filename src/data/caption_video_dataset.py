@@ -20,7 +20,13 @@ import torch
 from omegaconf import DictConfig
 
 from src.data.clip_sampling import ClipTooShort
-from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset, collate_skips
+from src.data.sample_stream import (
+    ExactBatchLoader,
+    SampleError,
+    ShardSampleDataset,
+    collate_skips,
+    stream_settings,
+)
 from src.data.shards import list_shards, read_meta
 from src.data.transforms import CropBox, crop_resize
 from src.data.video_io import decode_mp4, probe_mp4
@@ -107,26 +113,17 @@ class CaptionVideoDataset(ShardSampleDataset):
         stride_range: tuple[int, int] | int = (1, 6),
         size: tuple[int, int] = (256, 256),
         caption_key: str = "caption",
-        seed: int = 0,
-        resampled: bool = True,
-        shuffle_buffer: int = 64,
-        max_consecutive_skips: int = 1000,
-        decoded_cache_mb: int = 0,
+        **stream: Any,
     ) -> None:
+        """`stream`: ShardSampleDataset's keywords (seed, resampled, shuffle_buffer, max_consecutive_skips,
+        decoded_cache_mb)."""
         lo, hi = (stride_range, stride_range) if isinstance(stride_range, int) else tuple(stride_range)
         if num_frames < 1 or not 1 <= lo <= hi:
             raise ValueError(
                 f"need num_frames >= 1 and 1 <= stride_range[0] <= stride_range[1], got {num_frames} and "
                 f"{stride_range}; set data.num_frames / data.stride_range (or a fixed data.stride)"
             )
-        super().__init__(
-            list_shards(shards),
-            seed=seed,
-            resampled=resampled,
-            shuffle_buffer=shuffle_buffer,
-            max_consecutive_skips=max_consecutive_skips,
-            decoded_cache_mb=decoded_cache_mb,
-        )
+        super().__init__(list_shards(shards), **stream)
         self.num_frames = int(num_frames)
         self.stride_range = (int(lo), int(hi))
         self.size = (int(size[0]), int(size[1]))
@@ -206,17 +203,6 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         stride_range=stride_range_of(data),
         size=tuple(data.size),
         caption_key=data.caption_key,
-        seed=seed,
-        resampled=bool(data.get("resampled", True)),
-        shuffle_buffer=data.shuffle_buffer,
-        decoded_cache_mb=data.get("decoded_cache_mb", 0),
+        **stream_settings(data, seed),
     )
-    return ExactBatchLoader(
-        dataset,
-        collate_fn=collate_caption_video,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        batches_per_epoch=data.batches_per_epoch,
-        seed=seed,
-        split_global_batch=bool(data.get("split_global_batch", False)),
-    )
+    return ExactBatchLoader.from_config(dataset, data, seed, collate_caption_video)

@@ -36,6 +36,7 @@ __all__ = [
     "collate_skips",
     "get_rank_and_world_size",
     "shuffled",
+    "stream_settings",
 ]
 
 _log = logging.getLogger(__name__)
@@ -167,6 +168,16 @@ class IterState:
     pass_index: int = 0
     rank: int | None = None
     world_size: int | None = None
+
+
+def stream_settings(data: Any, seed: int) -> dict[str, Any]:
+    """`ShardSampleDataset`'s stream keywords from a `data:` config; `seed` is per rank."""
+    return {
+        "seed": seed,
+        "resampled": bool(data.get("resampled", True)),
+        "shuffle_buffer": data.shuffle_buffer,
+        "decoded_cache_mb": data.get("decoded_cache_mb", 0),
+    }
 
 
 class ShardSampleDataset(IterableDataset):
@@ -316,6 +327,26 @@ class ExactBatchLoader:
         self.epoch = 0
         self._position = (0, 0)  # (epoch, batches yielded in it): what a checkpoint stores
         self._skip = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        dataset: ShardSampleDataset,
+        data: Any,
+        seed: int,
+        collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]],
+    ) -> ExactBatchLoader:
+        """The training loader from a `data:` config (batch_size, num_workers, batches_per_epoch,
+        split_global_batch); `seed` is per rank."""
+        return cls(
+            dataset,
+            collate_fn=collate_fn,
+            batch_size=data.batch_size,
+            num_workers=data.num_workers,
+            batches_per_epoch=data.batches_per_epoch,
+            seed=seed,
+            split_global_batch=bool(data.get("split_global_batch", False)),
+        )
 
     def __len__(self) -> int:
         return self.batches_per_epoch
