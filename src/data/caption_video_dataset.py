@@ -25,6 +25,7 @@ from src.data.sample_stream import (
     SampleError,
     ShardSampleDataset,
     collate_skips,
+    require_entries,
     stream_settings,
 )
 from src.data.shards import list_shards, read_meta
@@ -153,12 +154,7 @@ class CaptionVideoDataset(ShardSampleDataset):
 
     def process(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Decode, sample, crop and caption one raw shard sample; raises on any defect (the caller skips it)."""
-        for entry in ("mp4", "json"):
-            if entry not in raw:
-                raise SampleError(
-                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
-                    reason=f"missing_{entry}",
-                )
+        require_entries(raw, ("mp4", "json"))
         meta = read_meta(raw["json"])
         caption, fell_back = choose_caption(meta, self.caption_key)
         frames, stride, probed_fps = self._frames(raw, rng)

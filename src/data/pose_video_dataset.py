@@ -37,6 +37,7 @@ from src.data.sample_stream import (
     TooManySkips,
     collate_skips,
     get_rank_and_world_size,
+    require_entries,
     stream_settings,
 )
 from src.data.shards import list_shards
@@ -148,12 +149,7 @@ class PoseVideoDataset(ShardSampleDataset):
 
     def process(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Decode, sample and crop one raw shard sample; raises on any defect (the caller skips it)."""
-        for entry in ("mp4", "pose.mp4"):
-            if entry not in raw:
-                raise SampleError(
-                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
-                    reason=f"missing_{entry}",
-                )
+        require_entries(raw, ("mp4", "pose.mp4"))
         if self.cache.enabled:
             frames, pose, reference = self._from_cache(raw, rng)
         else:

@@ -35,6 +35,7 @@ __all__ = [
     "TooManySkips",
     "collate_skips",
     "get_rank_and_world_size",
+    "require_entries",
     "shuffled",
     "stream_settings",
 ]
@@ -50,6 +51,16 @@ class SampleError(ValueError):
     def __init__(self, message: str, reason: str = "bad_sample") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def require_entries(raw: dict[str, Any], entries: Sequence[str]) -> None:
+    """Raise SampleError (counted as "missing_<entry>") unless the raw shard sample has every entry."""
+    for entry in entries:
+        if entry not in raw:
+            raise SampleError(
+                f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
+                reason=f"missing_{entry}",
+            )
 
 
 def skip_reason(exc: BaseException) -> str:
