@@ -393,11 +393,13 @@ class ExactBatchLoader:
         return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue at a saved position: the next iteration replays that epoch's stream and skips what was used."""
-        epoch, batches = int(state["epoch"]), int(state["batches"])
-        if batches >= self.batches_per_epoch:
-            epoch, batches = epoch + 1, 0
-        self.epoch, self._skip = epoch, batches
+        """Continue at a saved position: the next iteration replays that epoch's stream and skips what was used.
+
+        A position at the end of an epoch stays in that epoch: its iteration yields nothing, and the next epoch's
+        stream starts whole at the iteration after. (Lightning, resumed from a checkpoint written on an epoch's
+        last batch, may first ask for that epoch's remainder; rolling over to the next epoch here made that one
+        request take the next epoch's first batch and the following iteration start the epoch after.)"""
+        self.epoch, self._skip = int(state["epoch"]), int(state["batches"])
 
     def _pass(self, epoch: int, pass_index: int, rank: int, world: int) -> DataLoader:
         self.dataset.set_state(epoch=epoch, pass_index=pass_index, rank=rank, world_size=world)
@@ -418,6 +420,8 @@ class ExactBatchLoader:
         self.epoch += 1
         skip, self._skip = self._skip, 0
         self._position = (epoch, skip)
+        if skip >= self.batches_per_epoch:
+            return  # resumed at the end of this epoch: nothing of it is left (and nothing to replay)
         rank, world = get_rank_and_world_size()
         self._world = world
         stream_rank, stream_world = self.stream_slot(rank, world)

@@ -367,3 +367,12 @@ def test_sample_indices_continue_across_epochs_and_after_a_resume(uneven_shards)
     rest = list(resumed) + list(resumed)
     assert [b["key"] for b in rest] == [b["key"] for b in flat[2:]]
     assert torch.equal(torch.cat([b["sample_index"] for b in rest]), torch.arange(4, 12))
+
+    # saved on an epoch's last batch: that epoch's iteration yields nothing, the next one is epoch 1 whole (a
+    # resumed Lightning fit first asks for the saved epoch's remainder; it used to get epoch 1's first batch)
+    at_end = loader()
+    at_end.load_state_dict({"epoch": 0, "batches": 3})
+    assert list(at_end) == []
+    rest = list(at_end)
+    assert [b["key"] for b in rest] == [b["key"] for b in epochs[1]]
+    assert torch.equal(torch.cat([b["sample_index"] for b in rest]), torch.arange(6, 12))
