@@ -175,6 +175,7 @@ TRAINER_RULES = [
     Rule("callbacks.nonfinite.action", one_of("skip", "stop"), "skip or stop", "stop"),
     Rule("callbacks.nonfinite.check_every_n_steps", positive_int, "a positive integer", "50"),
     Rule("callbacks.nonfinite.max_skipped", nullable(nonneg_int), "null (no limit) or an integer >= 0", "100"),
+    Rule("callbacks.skipped_samples.every_n_steps", positive_int, "a positive integer", "50"),
 ]
 
 DATA_RULES = [
@@ -192,6 +193,7 @@ DATA_RULES = [
     Rule("data.decoded_cache_mb", nonneg_number, "a number >= 0 (MiB)", "0"),
     Rule("data.batches_per_epoch", positive_int, "a positive integer", "1000"),
     Rule("data.split_global_batch", boolean, "true or false", "false"),
+    Rule("data.resampled", boolean, "true or false", "true"),
     Rule("data.caption_key", lambda v: isinstance(v, str) and v != "", "a json field name",
          "motion_caption"),
     Rule("data.val.num_videos", nonneg_int, "an integer >= 0 (0 = no validation)", "4"),

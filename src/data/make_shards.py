@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.data.shards import ShardSetWriter
+from src.data.shards import ShardSetWriter, add_shard_output_arguments, shard_output_settings
 from src.data.video_folders import default_pose_dir, find_videos
 from src.data.video_io import VideoDecodeError, probe_mp4
 
@@ -166,14 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", required=True, help="folder of .mp4 videos (searched recursively)")
     parser.add_argument("--poses", default=None, help="folder of pose videos (default: <videos>_dwpose)")
     parser.add_argument("--out", required=True, help="output folder for the .tar shards and manifest.json")
-    parser.add_argument("--maxcount", type=int, default=1000, help="max samples per shard")
-    parser.add_argument(
-        "--maxsize", type=float, default=1e9, help="max bytes per shard (may overshoot by one sample)"
-    )
-    parser.add_argument("--prefix", default="shard", help="shard file prefix: <prefix>-000000.tar")
+    add_shard_output_arguments(parser)
     parser.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames")
     parser.add_argument("--workers", type=int, default=4, help="threads probing videos")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing <prefix>-*.tar in --out")
     parser.add_argument(
         "--extract-poses", action="store_true", help="run DWPose first, writing the pose videos into --poses"
     )
@@ -192,12 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         args.videos,
         args.out,
         poses=args.poses,
-        maxcount=args.maxcount,
-        maxsize=args.maxsize,
-        prefix=args.prefix,
         min_frames=args.min_frames,
         workers=args.workers,
-        overwrite=args.overwrite,
+        **shard_output_settings(args),
     )
     return 0
 

@@ -1,10 +1,11 @@
 """Shared machinery of the training data pipelines: shard streams per (rank, worker), skip guard, exact batch counts.
 
 `ShardSampleDataset` streams raw webdataset samples (dicts of bytes) from shards and turns each into a
-training sample with the subclass's `process(raw, rng)`. Bad samples are skipped, logged and counted in
-the next yielded sample's "skipped" field. Each (rank, worker) draws shards itself (resampled, the
-training default) or takes a disjoint slice of them (resampled=False); webdataset's `single_node_only`
-splitter is never used, and `ExactBatchLoader` yields exactly `batches_per_epoch` batches per rank, so
+training sample with the subclass's `process(raw, rng)`. Bad samples are skipped, logged and counted per
+reason in the next yielded sample's "skipped" field ({reason: count}): the batches are the one channel from
+DataLoader worker processes back to training, where src.trainers.skipped_samples sums them over ranks.
+Each (rank, worker) draws shards itself (resampled, the training default) or takes a disjoint slice of them
+(resampled=False); webdataset's `single_node_only` splitter is never used, and `ExactBatchLoader` yields exactly `batches_per_epoch` batches per rank, so
 DDP ranks never hang waiting for each other. Layouts are the subclasses' (they state them).
 """
 
@@ -32,8 +33,11 @@ __all__ = [
     "ShardSampleDataset",
     "SkipGuard",
     "TooManySkips",
+    "collate_skips",
     "get_rank_and_world_size",
+    "require_entries",
     "shuffled",
+    "stream_settings",
 ]
 
 _log = logging.getLogger(__name__)
@@ -49,10 +53,26 @@ class SampleError(ValueError):
         self.reason = reason
 
 
+def require_entries(raw: dict[str, Any], entries: Sequence[str]) -> None:
+    """Raise SampleError (counted as "missing_<entry>") unless the raw shard sample has every entry."""
+    for entry in entries:
+        if entry not in raw:
+            raise SampleError(
+                f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
+                reason=f"missing_{entry}",
+            )
+
+
 def skip_reason(exc: BaseException) -> str:
     """The category a failed sample is counted under: the error's `reason` (SampleError, VideoDecodeError,
     ClipTooShort carry one), else the exception's type name (an unexpected failure, still named)."""
     return str(getattr(exc, "reason", None) or type(exc).__name__)
+
+
+def collate_skips(samples: Sequence[dict[str, Any]]) -> list[dict[str, int]]:
+    """A batch's "skipped" entry: one {reason: count} per sample (a list, so a rank's slice of a global batch
+    keeps exactly its samples' skips; src.trainers.skipped_samples sums them)."""
+    return [{str(k): int(v) for k, v in (s.get("skipped") or {}).items()} for s in samples]
 
 
 class TooManySkips(RuntimeError):
@@ -113,7 +133,7 @@ class SkipGuard:
         self.logger = logger or _log
         self.hint = hint
         self.entries = entries
-        self.since_yield = 0
+        self.pending: Counter[str] = Counter()  # skips since the last yield, per reason
         self.consecutive = 0
         self.shard_opens = 0
         self.last_reasons: list[str] = []
@@ -122,7 +142,7 @@ class SkipGuard:
     def skip(self, key: str, reason: str, category: str = "bad_sample") -> None:
         self.logger.warning("skipping sample %s: %s", key, reason)
         self.counts[category] += 1
-        self.since_yield += 1
+        self.pending[category] += 1
         self.consecutive += 1
         self.last_reasons = (self.last_reasons + [f"{key}: {reason}"])[-3:]
         if self.consecutive >= self.limit:
@@ -144,10 +164,11 @@ class SkipGuard:
                 f"{list(self.shards)[:3]}); they may be empty or hold no {self.entries} entries"
             )
 
-    def yielded(self) -> int:
-        count = self.since_yield
-        self.since_yield = self.consecutive = self.shard_opens = 0
-        return count
+    def yielded(self) -> dict[str, int]:
+        """The skips since the previous yield, per reason (they ride on the sample being yielded); resets."""
+        pending, self.pending = dict(self.pending), Counter()
+        self.consecutive = self.shard_opens = 0
+        return pending
 
 
 @dataclass
@@ -158,6 +179,16 @@ class IterState:
     pass_index: int = 0
     rank: int | None = None
     world_size: int | None = None
+
+
+def stream_settings(data: Any, seed: int) -> dict[str, Any]:
+    """`ShardSampleDataset`'s stream keywords from a `data:` config; `seed` is per rank."""
+    return {
+        "seed": seed,
+        "resampled": bool(data.get("resampled", True)),
+        "shuffle_buffer": data.shuffle_buffer,
+        "decoded_cache_mb": data.get("decoded_cache_mb", 0),
+    }
 
 
 class ShardSampleDataset(IterableDataset):
@@ -263,10 +294,11 @@ class ShardSampleDataset(IterableDataset):
                 continue
             sample["skipped"] = guard.yielded()
             yield sample
-        if guard.since_yield:
+        if guard.pending:
             self.logger.warning(
-                "%d skipped samples at the end of a finite pass were not reported in a batch",
-                guard.since_yield,
+                "%d skipped samples at the end of a finite pass were not reported in a batch: %s",
+                sum(guard.pending.values()),
+                dict(guard.pending),
             )
 
 
@@ -307,6 +339,26 @@ class ExactBatchLoader:
         self._position = (0, 0)  # (epoch, batches yielded in it): what a checkpoint stores
         self._skip = 0
 
+    @classmethod
+    def from_config(
+        cls,
+        dataset: ShardSampleDataset,
+        data: Any,
+        seed: int,
+        collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]],
+    ) -> ExactBatchLoader:
+        """The training loader from a `data:` config (batch_size, num_workers, batches_per_epoch,
+        split_global_batch); `seed` is per rank."""
+        return cls(
+            dataset,
+            collate_fn=collate_fn,
+            batch_size=data.batch_size,
+            num_workers=data.num_workers,
+            batches_per_epoch=data.batches_per_epoch,
+            seed=seed,
+            split_global_batch=bool(data.get("split_global_batch", False)),
+        )
+
     def __len__(self) -> int:
         return self.batches_per_epoch
 
@@ -341,11 +393,13 @@ class ExactBatchLoader:
         return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue at a saved position: the next iteration replays that epoch's stream and skips what was used."""
-        epoch, batches = int(state["epoch"]), int(state["batches"])
-        if batches >= self.batches_per_epoch:
-            epoch, batches = epoch + 1, 0
-        self.epoch, self._skip = epoch, batches
+        """Continue at a saved position: the next iteration replays that epoch's stream and skips what was used.
+
+        A position at the end of an epoch stays in that epoch: its iteration yields nothing, and the next epoch's
+        stream starts whole at the iteration after. (Lightning, resumed from a checkpoint written on an epoch's
+        last batch, may first ask for that epoch's remainder; rolling over to the next epoch here made that one
+        request take the next epoch's first batch and the following iteration start the epoch after.)"""
+        self.epoch, self._skip = int(state["epoch"]), int(state["batches"])
 
     def _pass(self, epoch: int, pass_index: int, rank: int, world: int) -> DataLoader:
         self.dataset.set_state(epoch=epoch, pass_index=pass_index, rank=rank, world_size=world)
@@ -366,6 +420,8 @@ class ExactBatchLoader:
         self.epoch += 1
         skip, self._skip = self._skip, 0
         self._position = (epoch, skip)
+        if skip >= self.batches_per_epoch:
+            return  # resumed at the end of this epoch: nothing of it is left (and nothing to replay)
         rank, world = get_rank_and_world_size()
         self._world = world
         stream_rank, stream_world = self.stream_slot(rank, world)

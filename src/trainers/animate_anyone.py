@@ -110,7 +110,6 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         self.net.set_trainable(stage)
         if gradient_checkpointing:
             self.net.enable_gradient_checkpointing()
-        self.skipped_samples = 0
 
     # ----------------------------------------------------------------------------------------- frozen parts
     def train(self, mode: bool = True) -> AnimateAnyoneModule:
@@ -146,10 +145,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=~drop)
         loss = self.objective.loss(prediction, self.objective.target(latents, noise, timesteps), timesteps)
 
-        skipped = int(batch["skipped"].sum()) if "skipped" in batch else 0
-        self.skipped_samples += skipped
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
-        self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
         return loss
 
     def draw_randomness(

@@ -139,7 +139,6 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
             load_net_weights(self.net, init_weights)
         self.net.set_trainable(freeze_temporal=freeze_temporal)
         self.net.set_gradient_checkpointing(gradient_checkpointing)
-        self.skipped_samples = 0
         self.last_validation_videos: dict | None = None
 
     # ------------------------------------------------------------------------------------- official weights
@@ -289,9 +288,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         prediction = self.net(noisy, timesteps, concat, context, fs)
         loss = F.mse_loss(prediction.float(), self.schedule.target(clean, noise, timesteps).float())
 
-        self.skipped_samples += int(batch["skipped"].sum()) if "skipped" in batch else 0
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
-        self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
         return loss
 
     def configure_optimizers(self):

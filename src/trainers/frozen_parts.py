@@ -13,17 +13,16 @@ from src.trainers.sample_draws import SampleDraws
 
 
 class FrozenPartsMixin:
-    """Mixin for a LightningModule with `stage`, `skipped_samples`, `codec` and `frozen_state_keys()`."""
+    """Mixin for a LightningModule with `stage`, `codec` and `frozen_state_keys()`."""
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Drop the frozen weights; record which were dropped, the stage and the skipped-sample count."""
+        """Drop the frozen weights; record which were dropped and the stage."""
         frozen = self.frozen_state_keys()
         state = checkpoint["state_dict"]
         for key in [k for k in state if k in frozen]:
             del state[key]
         checkpoint["frozen_keys_excluded"] = sorted(frozen)
         checkpoint["stage"] = self.stage
-        checkpoint["skipped_samples"] = self.skipped_samples
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Put the frozen weights (already loaded at construction) back so the strict load checks the rest."""
@@ -36,7 +35,6 @@ class FrozenPartsMixin:
         for key in checkpoint.get("frozen_keys_excluded", []):
             if key in current:
                 checkpoint["state_dict"][key] = current[key]
-        self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
 
     @torch.no_grad()
     def encode_images(

@@ -36,6 +36,7 @@ from src.trainers.loggers import build_loggers, finish_wandb
 from src.trainers.master_weights import master_state_dict
 from src.trainers.nonfinite import NonFiniteGuard
 from src.trainers.scale_callbacks import build_scale_callbacks
+from src.trainers.skipped_samples import SkippedSamples
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class StageResult:
     checkpoint: str | None
     samples: list[str] = field(default_factory=list)
     resumed_from_step: int | None = None
-    skipped_samples: int = 0
+    skipped_samples: int = 0  # bad samples skipped by the data pipelines, all ranks and workers
+    skip_reasons: dict[str, int] = field(default_factory=dict)  # the same, per reason
     nonfinite_steps: int = 0  # steps whose loss/gradients were NaN/Inf (skipped: callbacks.nonfinite)
     wall_time_s: float = 0.0
 
@@ -195,6 +197,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
         raise RuntimeError(f"stage {name} was interrupted at step {trainer.global_step}; rerun to resume.")
 
     writer = find_callback(trainer, SampleVideoWriter)
+    skips = find_callback(trainer, SkippedSamples)
     loss = trainer.callback_metrics.get("train/loss")
     result = StageResult(
         name=name,
@@ -204,7 +207,8 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
         checkpoint=str(last) if checkpoint_exists(last) else None,
         samples=list(writer.written) if writer else [],
         resumed_from_step=resumed_from,
-        skipped_samples=int(module.skipped_samples),
+        skipped_samples=skips.total if skips else 0,
+        skip_reasons=dict(skips.totals) if skips else {},
         nonfinite_steps=guard.bad_steps if (guard := find_callback(trainer, NonFiniteGuard)) else 0,
         wall_time_s=round(time.time() - started, 1),
     )
@@ -275,6 +279,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "final_losses": {name: r.final_loss for name, r in results.items()},
         "checkpoints": {name: r.checkpoint for name, r in results.items()},
         "weights": {name: r.weights for name, r in results.items()},
+        "skip_reasons": {name: r.skip_reasons for name, r in results.items()},
         "samples": [s for r in results.values() for s in r.samples],
         "metrics": {},
     }
