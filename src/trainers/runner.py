@@ -142,9 +142,13 @@ def run_header(cfg: DictConfig, name: str, stage_dir: Path, trainer: L.Trainer, 
         f" x {accumulate} accumulation step(s)",
         f"  steps      {trainer.max_steps}" + (f", resuming at step {resumed_from}" if resumed_from else ""),
         f"  outputs    {stage_dir} (checkpoints/, final/net.safetensors)",
-        f"  init from  {init_weights}" if init_weights else "  init from  the pretrained files below / random init",
     ]
-    lines += [f"  weights    {slot.key} = {slot.path}" for slot in find_slots(cfg, ("model",))]
+    slots = find_slots(cfg, ("model",))
+    if init_weights:
+        lines.append(f"  init from  {init_weights}")
+    else:
+        lines.append("  init from  " + ("the pretrained files below" if slots else "random init (no pretrained file set)"))
+    lines += [f"  weights    {slot.key} = {slot.path}" for slot in slots]
     return "\n".join(lines)
 
 
