@@ -228,6 +228,7 @@ MODEL_RULES = [
 ]
 
 SAMPLE_RULES = [
+    Rule("sample.name", nullable(one_of("pose", "reference_pose")), "pose or reference_pose", "pose"),
     Rule("sample.batch_size", positive_int, "a positive integer", "1"),
     Rule("sample.num_frames", nullable(positive_int), "null or an integer >= 1", "16"),
     Rule("sample.size", nullable(pair(positive_int)), "null or [height, width]", "[256,256]"),

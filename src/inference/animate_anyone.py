@@ -1,10 +1,11 @@
-"""Animate Anyone sampling: a reference image animated with a pose video, for any length.
+"""Animate Anyone sampling: a reference image animated with pose videos, for any length.
 
-`sample.reference=IMG sample.pose_video=POSE.mp4` (a skeleton video in the training convention) writes
-`<out>/<reference>_<pose>.mp4`, `<out>/<reference>_<pose>_side_by_side.mp4` (pose | animation) and
-`<out>/samples.json` (inputs, outputs, every setting). Longer pose videos are sampled in the model's context
-windows (`sample.sampling.context_frames` / `context_overlap`). Layouts: reference `c h w` in [-1, 1], pose
-`c t h w` in [0, 1], videos `c t h w` in [-1, 1], mp4 `t h w c` uint8.
+`sample.reference=IMG sample.pose_video=POSE.mp4` (a skeleton video in the training convention; or
+`sample.pose_videos=DIR` for every mp4 in it) writes `<out>/videos/<name>.mp4`, `<out>/side_by_side/<name>.mp4`
+(pose | animation) and `<out>/samples.json` (inputs, outputs, every setting); names and the layout, which
+`python -m src.evaluate` folder mode scores directly, are in src.inference.animate_anyone_jobs. Longer pose videos
+are sampled in the model's context windows (`sample.sampling.context_frames` / `context_overlap`). Layouts:
+reference `c h w` in [-1, 1], pose `c t h w` in [0, 1], videos `c t h w` in [-1, 1], mp4 `t h w c` uint8.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src import atomic_io
-from src.inference.common import autocast, load_image, load_module, sampling_overrides
+from src.inference.animate_anyone_jobs import (
+    IMAGE_SUFFIXES,
+    VIDEOS_DIR,
+    Job,
+    output_paths,
+    plan_jobs,
+    pose_video_paths,
+)
+from src.inference.common import Loaded, autocast, load_image, load_module, sampling_overrides
 
 log = logging.getLogger(__name__)
 
@@ -172,57 +181,81 @@ def extract_driving_poses(cfg: DictConfig, reference_path: Path, out: Path) -> t
     return pose_path, reference_kp, settings["parts"]
 
 
-def run(cfg: DictConfig) -> list[dict]:
-    """Animate sample.reference with sample.pose_video; returns the records written to samples.json."""
+def animate_one(
+    cfg: DictConfig, loaded: Loaded, job: Job, size: tuple[int, int], out: Path, reference_kp: Path | None,
+    parts: list[str],
+) -> dict:  # fmt: skip
+    """Animate `job` and write its mp4 + side-by-side; returns its samples.json record."""
     from src.data.video_io import write_mp4
     from src.trainers.callbacks import side_by_side, to_uint8_frames
 
-    sample = cfg.sample
-    if sample.reference is None or (sample.pose_video is None) == (sample.get("driving_video") is None):
-        raise ValueError(
-            "Animate Anyone sampling needs sample.reference=IMAGE and one of sample.pose_video=POSE.mp4 (a skeleton "
-            "video) or sample.driving_video=RAW.mp4 (poses extracted first)."
+    sample, module, device = cfg.sample, loaded.module, loaded.device
+    if job.reference is None:
+        raise FileNotFoundError(
+            f"sample.reference={sample.reference} has no image named {job.pose_video.stem} "
+            f"({'|'.join(IMAGE_SUFFIXES)}) for pose video {job.pose_video}."
         )
-    reference_path = Path(sample.reference)
-    out = Path(sample.out)
-    loaded = load_module(cfg, default_stage="temporal")
-    module, device = loaded.module, loaded.device
-    size = tuple(sample.size or loaded.stage_cfg.data.size)
-    reference = load_image(reference_path, size, key="sample.reference")[None].to(device)
-    reference_kp = Path(sample.reference_keypoints) if sample.reference_keypoints else None
-    parts: list[str] = ["body"]
-    if sample.get("driving_video") is not None:
-        pose_path, reference_kp, parts = extract_driving_poses(cfg, reference_path, out)
-    else:
-        pose_path = Path(sample.pose_video)
-    driving_kp = Path(sample.pose_keypoints) if sample.pose_keypoints else pose_path.with_suffix(".npz")
-    pose, fps, indices = load_pose_video(pose_path, size, sample.num_frames, int(sample.pose_stride))
+    reference = load_image(job.reference, size, key="sample.reference")[None].to(device)
+    driving_kp = Path(sample.pose_keypoints) if sample.pose_keypoints else job.pose_video.with_suffix(".npz")
+    pose, fps, indices = load_pose_video(job.pose_video, size, sample.num_frames, int(sample.pose_stride))
     redrawn, retarget = retargeted_pose(sample, reference_kp, driving_kp, size, indices, parts)
     pose = pose if redrawn is None else redrawn
     overrides = sampling_overrides(cfg)
-    settings = asdict(module.sampling_config(**overrides))
-    log.info("animating %s with %d pose frames (%s)", reference_path.name, pose.shape[1], settings)
+    log.info("animating %s with %d frames of %s as %s", job.reference, pose.shape[1], job.pose_video, job.name)
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     with torch.no_grad(), autocast(cfg, device):
         video = module.animate(reference, pose[None].to(device), generator=generator, progress=True, **overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"{reference_path.stem}_{pose_path.stem}"
     frames = to_uint8_frames(video[0].float().cpu())
-    target = write_mp4(out / f"{name}.mp4", frames, fps=fps)
-    both = write_mp4(
-        out / f"{name}_side_by_side.mp4", side_by_side(to_uint8_frames(pose, (0.0, 1.0)), frames), fps=fps
-    )
+    video_path, both_path = output_paths(out, job.name)
+    target = write_mp4(video_path, frames, fps=fps)
+    both = write_mp4(both_path, side_by_side(to_uint8_frames(pose, (0.0, 1.0)), frames), fps=fps)
     windows = module.context_windows(module.sampling_config(**overrides), pose.shape[1])
-    record = {
-        "reference": str(reference_path),
-        "pose_video": str(pose_path),
+    return {
+        "name": job.name,
+        "reference": str(job.reference),
+        "pose_video": str(job.pose_video),
         "driving_video": sample.get("driving_video"),
         "reference_keypoints": None if reference_kp is None else str(reference_kp),
+        "retarget": retarget,
+        "fps": fps,
         "video": str(target),
         "side_by_side": str(both),
         "num_frames": int(pose.shape[1]),
         "windows": None if windows is None else [w.tolist() for w in windows.windows(pose.shape[1])],
     }
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    """Animate sample.reference with each pose video; returns the records written to samples.json.
+
+    With sample.pose_videos=DIR a pose video that cannot be animated (no reference image for it, too short,
+    undecodable, bad keypoints) is skipped and listed in samples.json ("skipped"); a single one raises."""
+    sample = cfg.sample
+    given = [key for key in ("pose_video", "pose_videos", "driving_video") if sample.get(key) is not None]
+    if sample.reference is None or len(given) != 1:
+        raise ValueError(
+            "Animate Anyone sampling needs sample.reference=IMAGE (or a folder of <pose name>.png) and one of "
+            "sample.pose_video=POSE.mp4 (a skeleton video), sample.pose_videos=DIR (every mp4 in it) or "
+            f"sample.driving_video=RAW.mp4 (poses extracted first); got {given or 'none of them'}."
+        )
+    out = Path(sample.out)
+    batch = sample.get("pose_videos") is not None
+    loaded = load_module(cfg, default_stage="temporal")
+    size = tuple(sample.size or loaded.stage_cfg.data.size)
+    reference_kp = Path(sample.reference_keypoints) if sample.reference_keypoints else None
+    parts: list[str] = ["body"]
+    if sample.get("driving_video") is not None:
+        jobs = plan_jobs(sample, [Path(sample.driving_video)])
+        if jobs[0].reference is None or Path(sample.reference).is_dir():
+            raise ValueError(f"sample.driving_video takes one reference image, not sample.reference={sample.reference}.")
+        pose_path, reference_kp, parts = extract_driving_poses(cfg, jobs[0].reference, out)
+        jobs = plan_jobs(sample, [pose_path])
+    else:
+        jobs = plan_jobs(sample, pose_video_paths(sample))
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sample.name={sample.get('name')}: two pose videos give one output name ({sorted(names)}).")
+    settings = asdict(loaded.module.sampling_config(**sampling_overrides(cfg)))
     meta = {
         "experiment": cfg.run_name,
         "stage": loaded.stage,
@@ -231,10 +264,25 @@ def run(cfg: DictConfig) -> list[dict]:
         "net_init": OmegaConf.select(loaded.stage_cfg, "model.net.init"),
         "size": list(size),
         "pose_stride": int(sample.pose_stride),
-        "retarget": retarget,
-        "fps": fps,
+        "name": sample.get("name") or "pose",
+        "videos_dir": str(out / VIDEOS_DIR),  # eval.generated_dir of python -m src.evaluate folder mode
         "sampling": settings,
         "seed": int(cfg.seed),
     }
-    atomic_io.write_json(out / "samples.json", {"settings": meta, "videos": [record]})
-    return [record]
+    records: list[dict] = []
+    skipped: list[dict] = []
+    for job in jobs:
+        try:
+            records.append(animate_one(cfg, loaded, job, size, out, reference_kp, parts))
+        except (ValueError, FileNotFoundError) as error:
+            if not batch:
+                raise
+            log.warning("skipped %s: %s", job.pose_video, error)
+            skipped.append({"name": job.name, "pose_video": str(job.pose_video), "reason": str(error)})
+        # rewritten after every video: a long batch that stops keeps the record of what it wrote
+        atomic_io.write_json(out / "samples.json", {"settings": meta, "videos": records, "skipped": skipped})
+    if not records:
+        raise ValueError(f"no pose video of sample.pose_videos={sample.pose_videos} was animated: {skipped}")
+    log.info("animated %d of %d pose videos into %s (%d skipped)", len(records), len(jobs), out / VIDEOS_DIR,
+             len(skipped))  # fmt: skip
+    return records

@@ -35,10 +35,11 @@ PIPELINES = {
     "src.trainers.animate_anyone.AnimateAnyoneModule": Pipeline(
         "src.inference.animate_anyone",
         (
-            RequiredInput(("sample.reference",), "the character's image file", "character.png"),
+            RequiredInput(("sample.reference",), "the character's image (or a folder of them)", "character.png"),
             RequiredInput(
-                ("sample.pose_video", "sample.driving_video"),
-                "a skeleton video (or sample.driving_video=RAW.mp4, whose poses are extracted first)",
+                ("sample.pose_video", "sample.pose_videos", "sample.driving_video"),
+                "a skeleton video (or sample.pose_videos=DIR of them, or sample.driving_video=RAW.mp4, whose poses "
+                "are extracted first)",
                 "dance_dwpose.mp4",
                 exclusive=True,
             ),

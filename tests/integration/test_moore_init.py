@@ -160,7 +160,7 @@ def test_sample_animates_with_the_release_as_loaded(tmp_path, weights):
     run_entry("src.sample", *overrides, f"sample.out={out}")
     settings = json.loads((out / "samples.json").read_text())["settings"]
     assert settings["net_init"] == "moore" and settings["weights"] is None and settings["stage"] == "temporal"
-    sampled = decode_mp4((out / "hero_dance.mp4").read_bytes())
+    sampled = decode_mp4((out / "videos" / "dance.mp4").read_bytes())
 
     cfg = compose_entry("sample", overrides)
     net = moore_net(weights)

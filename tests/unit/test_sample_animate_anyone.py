@@ -1,6 +1,6 @@
 """`python -m src.sample experiment=animate_anyone_demo sample.reference=IMG sample.pose_video=POSE.mp4`: a pose
 video longer than the motion window animated in context windows (its skeleton retargeted to the reference's from
-the keypoint files), written as mp4 + side-by-side + samples.json."""
+the keypoint files), written as videos/<pose>.mp4 + side_by_side/<pose>.mp4 + samples.json."""
 
 from __future__ import annotations
 
@@ -40,13 +40,15 @@ def test_sample_animates_a_pose_video_longer_than_the_window(tmp_path):
         f"sample.out={out}",
         timeout=300,
     )
-    video = decode_mp4((out / "hero_dance.mp4").read_bytes())
-    both = decode_mp4((out / "hero_dance_side_by_side.mp4").read_bytes())
+    # named as the pose video (sample.name=pose)
+    video = decode_mp4((out / "videos" / "dance.mp4").read_bytes())
+    both = decode_mp4((out / "side_by_side" / "dance.mp4").read_bytes())
     assert video.shape == (11, 16, 16, 3)  # 22 pose frames at stride 2
     assert both.shape == (11, 16, 32, 3)
     record = json.loads((out / "samples.json").read_text())
-    settings = record["settings"]
-    assert settings["stage"] == "temporal" and settings["fps"] == 5.0 and settings["retarget"] == "rescale"
+    settings, written = record["settings"], record["videos"][0]
+    assert settings["stage"] == "temporal" and written["fps"] == 5.0 and written["retarget"] == "rescale"
+    assert written["video"] == str(out / "videos" / "dance.mp4") and record["skipped"] == []
     assert settings["sampling"]["context_frames"] == 8 and settings["sampling"]["context_overlap"] == 3
     assert settings["sampling"]["num_steps"] == 2
     assert record["videos"][0]["windows"] == [list(range(0, 8)), list(range(3, 11))]

@@ -36,11 +36,11 @@ def test_sample_extracts_the_driving_video_poses_and_retargets_them(tmp_path):
         f"sample.out={out}",
         timeout=300,
     )
-    assert decode_mp4((out / "hero_dance.mp4").read_bytes()).shape == (10, 16, 16, 3)
+    assert decode_mp4((out / "videos" / "dance.mp4").read_bytes()).shape == (10, 16, 16, 3)
     assert probe_mp4((out / "poses" / "dance.mp4").read_bytes()).num_frames == 10  # the extracted skeletons
     reference = np.load(out / "poses" / "hero_keypoints.npz")
     assert reference["detected"].all() and list(reference["size"]) == [48, 64]
     record = json.loads((out / "samples.json").read_text())
-    assert record["settings"]["retarget"] == "rescale"
+    assert record["videos"][0]["retarget"] == "rescale"
     assert record["videos"][0]["driving_video"] == str(driving)
     assert record["videos"][0]["pose_video"] == str(out / "poses" / "dance.mp4")
