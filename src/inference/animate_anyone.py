@@ -240,6 +240,16 @@ def run(cfg: DictConfig) -> list[dict]:
         )
     out = Path(sample.out)
     batch = sample.get("pose_videos") is not None
+    if batch and sample.pose_keypoints:
+        raise ValueError(
+            f"sample.pose_keypoints={sample.pose_keypoints} is one file but sample.pose_videos has many pose videos: "
+            "set it to null (each pose video's keypoints are read from <pose video>.npz beside it)."
+        )
+    if sample.reference_keypoints and Path(sample.reference).is_dir():
+        raise ValueError(
+            f"sample.reference_keypoints={sample.reference_keypoints} is one file but sample.reference is a folder of "
+            "references: set it to null (no retargeting: each test clip's own skeleton drives its own reference)."
+        )
     loaded = load_module(cfg, default_stage="temporal")
     size = tuple(sample.size or loaded.stage_cfg.data.size)
     reference_kp = Path(sample.reference_keypoints) if sample.reference_keypoints else None
