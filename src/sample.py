@@ -3,7 +3,8 @@
 Builds the experiment's model (its stage settings merged, as training does), loads trained weights from
 `sample.weights` (a net.safetensors, an export folder or a run folder) and runs the experiment's pipeline, chosen
 by the model's `_target_` (PIPELINES):
-- Animate Anyone (src.inference.animate_anyone): `sample.reference=IMG sample.pose_video=POSE.mp4`;
+- Animate Anyone (src.inference.animate_anyone): `sample.reference=IMG sample.pose_video=POSE.mp4` (or
+  `sample.pose_videos=DIR`), written as `<out>/videos/<pose name>.mp4`, which `src.evaluate` folder mode scores;
 - DynamiCrafter (src.inference.dynamicrafter): `sample.image=IMG sample.prompt=...` or `sample.images=DIR`;
 - Rerender-A-Video (src.inference.rerender): `sample.video=IN.mp4 sample.prompt=...` (key frames translated with
   SD + ControlNet, then propagated), or `sample.keyframes=DIR` (your own key frames, propagated).
