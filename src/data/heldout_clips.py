@@ -7,7 +7,7 @@ Used for Animate Anyone's validation samples and held-out proof. Each item: refe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -15,41 +15,66 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.pose_video_dataset import load_heldout_videos
+from src.data.pose_video_dataset import iter_heldout_videos
 from src.data.transforms import CropBox, crop_resize
 
 
-def _to_tensor(frames: np.ndarray, size: tuple[int, int], lo: float, hi: float, kind: str = "pixels") -> torch.Tensor:
+def _to_tensor(
+    frames: np.ndarray, size: tuple[int, int], lo: float, hi: float, kind: str = "pixels"
+) -> torch.Tensor:
     """`t h w c` uint8 -> `c t h w` float in [lo, hi] at `size` (h, w), resized as the training pipeline does."""
     _, height, width, _ = frames.shape
     x = crop_resize(frames, CropBox(0, 0, height, width), tuple(size), kind=kind)
     return (x * (hi - lo) + lo).permute(1, 0, 2, 3).contiguous()
 
 
+def scored_frame_indices(num_frames: int, stride: int, start_frame: int) -> list[int]:
+    return [start_frame + i * stride for i in range(num_frames)]
+
+
 class HeldoutClips(Dataset):
+    """Fixed clips built once, on load: each video is cut to the frames the protocol scores and resized to
+    `size`, so the source-resolution frames are not kept (`videos` may be a generator: one video in memory at a
+    time). A video may hold every frame, or only some (then
+    "frame_indices" names the source index of each row and "num_source_frames" its length, as
+    `load_heldout_videos(frame_indices=...)` gives)."""
+
     def __init__(
         self,
-        videos: list[dict],
+        videos: Iterable[dict],
         num_frames: int,
         stride: int,
         size: tuple[int, int],
         reference_index: int = 0,
         start_frame: int = 0,
     ) -> None:
-        self.items = []
-        for video in videos:
-            total = len(video["frames"])
-            needed = start_frame + (num_frames - 1) * stride + 1
-            if total < needed or reference_index >= total:
-                raise ValueError(
-                    f"held-out video {video['key']!r} has {total} frames; a clip of {num_frames} frames at stride "
-                    f"{stride} from frame {start_frame} (and reference index {reference_index}) needs "
-                    f"{max(needed, reference_index + 1)}. Lower evaluation.num_frames / stride / start_frame or use "
-                    "longer videos."
-                )
-            self.items.append(video)
         self.num_frames, self.stride, self.size = num_frames, stride, tuple(size)
         self.reference_index, self.start_frame = reference_index, start_frame
+        self.items = [self._clip(video) for video in videos]
+
+    def _clip(self, video: dict) -> dict:
+        total = video.get("num_source_frames", len(video["frames"]))
+        needed = self.start_frame + (self.num_frames - 1) * self.stride + 1
+        if total < needed or self.reference_index >= total:
+            raise ValueError(
+                f"held-out video {video['key']!r} has {total} frames; a clip of {self.num_frames} frames at stride "
+                f"{self.stride} from frame {self.start_frame} (and reference index {self.reference_index}) needs "
+                f"{max(needed, self.reference_index + 1)}. Lower evaluation.num_frames / stride / start_frame or use "
+                "longer videos."
+            )
+        row = {source: i for i, source in enumerate(video.get("frame_indices", range(total)))}
+        idx = np.asarray([row[i] for i in self.frame_indices])
+        ref = row[self.reference_index]
+        silhouette = video.get("silhouette")
+        return clip_item(
+            video["key"],
+            video["frames"][ref : ref + 1],
+            video["frames"][idx],
+            video["pose"][idx],
+            self.size,
+            None if silhouette is None else np.asarray(silhouette)[idx],
+            video.get("background"),
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -57,21 +82,10 @@ class HeldoutClips(Dataset):
     @property
     def frame_indices(self) -> list[int]:
         """The source-video indices of each clip's frames (the frames scored against the ground truth)."""
-        return [self.start_frame + i * self.stride for i in range(self.num_frames)]
+        return scored_frame_indices(self.num_frames, self.stride, self.start_frame)
 
     def __getitem__(self, index: int) -> dict:
-        video = self.items[index]
-        idx = np.asarray(self.frame_indices)
-        silhouette = video.get("silhouette")
-        return clip_item(
-            video["key"],
-            video["frames"][self.reference_index : self.reference_index + 1],
-            video["frames"][idx],
-            video["pose"][idx],
-            self.size,
-            None if silhouette is None else np.asarray(silhouette)[idx],
-            video.get("background"),
-        )
+        return self.items[index]
 
 
 def clip_item(
@@ -108,8 +122,10 @@ def load_heldout_clips(
     reference_index: int,
     start_frame: int = 0,
 ) -> HeldoutClips:
-    """The first `num_videos` held-out videos of `shards` (all of them for None) as fixed evaluation clips."""
-    videos = load_heldout_videos(shards, max_videos=num_videos)
+    """The first `num_videos` held-out videos of `shards` (all of them for None) as fixed evaluation clips, decoding
+    only the frames the clips use (reference and scored frames) and resizing each video as it loads."""
+    used = sorted({reference_index, *scored_frame_indices(num_frames, stride, start_frame)})
+    videos = iter_heldout_videos(shards, max_videos=num_videos, frame_indices=used)
     return HeldoutClips(videos, num_frames, stride, tuple(size), reference_index, start_frame)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ __all__ = [
     "build_pose_video_dataset",
     "collate_pose_video",
     "get_rank_and_world_size",
+    "iter_heldout_videos",
     "load_heldout_videos",
     "loader_from_config",
 ]
@@ -197,33 +198,69 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
 
 
 def load_heldout_videos(
-    shards: str | Sequence[str], max_videos: int | None = None, *, strict: bool = True
+    shards: str | Sequence[str],
+    max_videos: int | None = None,
+    *,
+    strict: bool = True,
+    frame_indices: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fully decode held-out samples, in shard order, for evaluation.
+    """`iter_heldout_videos` as a list."""
+    return list(iter_heldout_videos(shards, max_videos, strict=strict, frame_indices=frame_indices))
+
+
+def _decode_rows(data: bytes, rows: list[int]) -> np.ndarray:
+    return decode_mp4(data, rows) if rows else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def iter_heldout_videos(
+    shards: str | Sequence[str],
+    max_videos: int | None = None,
+    *,
+    strict: bool = True,
+    frame_indices: Sequence[int] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Decode held-out samples, in shard order, for evaluation, one at a time.
 
     Each dict: "key", "frames" (T, H, W, 3) uint8, "pose" (T, H, W, 3) uint8 or None, "meta" (json dict),
     plus the arrays of `mask.npz` ("silhouette", "background") when present. With strict=True a bad
     sample raises (an evaluation set must not shrink silently); with `strict` off it is logged and skipped.
+    `frame_indices` (sorted, unique): decode only those source frames (with decode_mp4's seeking, so a protocol
+    scoring 16 frames of a 300-frame video decodes about that many, not all 300); the rows of "frames", "pose"
+    and "silhouette" are then those frames (the ones that exist), "frame_indices" lists them and
+    "num_source_frames" is the video's length (read from the container, not decoded).
     """
+    if frame_indices is not None and list(frame_indices) != sorted(set(frame_indices)):
+        raise ValueError(f"frame_indices must be sorted and unique, got {list(frame_indices)}")
     paths = list_shards(shards)
-    videos: list[dict[str, Any]] = []
+    count = 0
     for raw in tarfile_samples({"url": p} for p in paths):
-        if max_videos is not None and len(videos) >= max_videos:
+        if max_videos is not None and count >= max_videos:
             break
         key = raw["__key__"]
         try:
             if "mp4" not in raw:
                 raise SampleError(f"held-out sample {key} in {raw.get('__url__')} has no 'mp4' entry")
-            video: dict[str, Any] = {"key": key, "frames": decode_mp4(raw["mp4"])}
-            video["pose"] = decode_mp4(raw["pose.mp4"]) if "pose.mp4" in raw else None
-            if video["pose"] is not None and len(video["pose"]) != len(video["frames"]):
-                raise SampleError(
-                    f"held-out sample {key}: pose has {len(video['pose'])} frames, video {len(video['frames'])}"
-                )
+            if frame_indices is None:
+                video: dict[str, Any] = {"key": key, "frames": decode_mp4(raw["mp4"])}
+                video["pose"] = decode_mp4(raw["pose.mp4"]) if "pose.mp4" in raw else None
+                total = len(video["frames"])
+                pose_total = None if video["pose"] is None else len(video["pose"])
+            else:
+                total = probe_mp4(raw["mp4"]).num_frames
+                pose_total = probe_mp4(raw["pose.mp4"]).num_frames if "pose.mp4" in raw else None
+                # the wanted frames that exist: a too-short video is HeldoutClips' clear error, not a decode error
+                rows = [i for i in frame_indices if i < total]
+                video = {"key": key, "frames": _decode_rows(raw["mp4"], rows), "frame_indices": rows}
+                video["pose"] = _decode_rows(raw["pose.mp4"], rows) if pose_total == total else None
+                video["num_source_frames"] = total
+            if pose_total is not None and pose_total != total:
+                raise SampleError(f"held-out sample {key}: pose has {pose_total} frames, video {total}")
             video["meta"] = json.loads(raw["json"]) if "json" in raw else {}
             if "mask.npz" in raw:
                 with np.load(io.BytesIO(raw["mask.npz"])) as masks:
                     video.update({name: masks[name] for name in masks.files})
+                if frame_indices is not None and "silhouette" in video:
+                    video["silhouette"] = video["silhouette"][video["frame_indices"]]
         except Exception as exc:
             if strict:
                 raise SampleError(
@@ -231,5 +268,5 @@ def load_heldout_videos(
                 ) from exc
             logger.warning("skipping held-out sample %s: %s", key, exc)
             continue
-        videos.append(video)
-    return videos
+        count += 1
+        yield video

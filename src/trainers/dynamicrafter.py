@@ -39,6 +39,7 @@ from src.models.dynamicrafter.checkpoint import (
 )
 from src.models.dynamicrafter.net import DynamiCrafterNet
 from src.models.dynamicrafter.schedule import DynamiCrafterSchedule
+from src.models.keyed_dropout import bind_dropout_draws
 from src.models.sampling import Guidance, SamplingHook, denoise_loop
 from src.models.weights import require_file
 from src.models.weights_io import load_net_weights
@@ -223,7 +224,8 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         purpose) by src.trainers.sample_draws, so ranks never repeat draws, any world size draws the same per
         sample, and a resumed run draws what the uninterrupted one would have."""
         draws = SampleDraws.for_batch(self.seed, batch, latents.shape[0])
-        draws.reseed_global_rng()  # for the UNet's dropout layers (p = 0.1 in the released configs)
+        draws.reseed_global_rng()  # safety net for any layer that still draws from the global RNG
+        bind_dropout_draws(self.net, draws)  # the UNet's KeyedDropout layers (p = 0.1 in the release)
         drop_text, drop_image = self.conditioning_dropout(draws)
         return TrainingDraws(
             drop_text=drop_text,

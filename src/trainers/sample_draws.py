@@ -14,8 +14,9 @@ All of it is batched int64 tensor arithmetic on the batch's device: no Python lo
 objects, a few hundred element-wise in-place kernels per draw. Each purpose ("noise", "timesteps", ...) is an
 independent stream, so adding a draw never shifts another. Normals are Box-Muller of 24-bit uniforms (tails cut
 at 5.8 sigma, probability 1e-8); integers in [0, high) are Lemire's exact multiply-shift of a 32-bit word.
-Dropout layers inside the networks still draw from torch's global RNG; `reseed_global_rng` gives that one
-stream per rank step, keyed on the batch's first sample index (distinct per rank, replayed on resume).
+Dropout inside the networks is keyed too: src.models.keyed_dropout.KeyedDropout draws `keep_mask` per sample
+and layer. `reseed_global_rng` remains for anything else that draws from torch's global RNG: one stream per
+rank step, keyed on the batch's first sample index (distinct per rank, replayed on resume).
 """
 
 from __future__ import annotations
@@ -149,11 +150,20 @@ class SampleDraws:
         words = self.bits(purpose, count)[:, :count]
         return ((words * high) >> 32).view(self.batch_size, *shape)
 
+    def keep_mask(self, purpose: str, count: int, p: float) -> tuple[torch.Tensor, float]:
+        """Dropout keep mask `(b, count)` bool, each element dropped with probability p, and the unbiased scale
+        1 / P(keep). Each 32-bit word gives two 16-bit uniforms (half the Threefry work of `uniform`), so p is
+        rounded to a multiple of 2**-16 (0.1 -> 0.100006) and the scale uses that exact keep probability."""
+        threshold = round(p * 65536)
+        words = self.bits(purpose, (count + 1) // 2)
+        halves = torch.stack([words & 0xFFFF, words >> 16], dim=-1).flatten(1)[:, :count]
+        return halves >= threshold, 65536.0 / (65536 - threshold)
+
     def reseed_global_rng(self) -> int:
         """Seed torch's global RNG (CPU and CUDA) from (seed, this batch's first sample index) and return the seed.
 
-        What still draws from the global RNG inside the networks (nn.Dropout: DynamiCrafter's UNet has p = 0.1)
-        cannot be keyed per sample without replacing the library layers, so it gets one stream per rank step:
+        A safety net for library layers that still draw from the global RNG (the project's own dropout is
+        KeyedDropout, keyed per sample; no network in src/models trains with another): one stream per rank step,
         different on every rank, and replayed by a resumed run (the same batch has the same indices); unlike
         the per-sample draws it does depend on how samples are grouped into batches."""
         words = SampleDraws(self.seed, self.sample_index[:1].cpu()).bits("global_rng", 2)[0]

@@ -8,7 +8,8 @@ What equality needs (each one was a measured failure before it was in place):
    are keyed on each sample's global index ("sample_index" from the loader; src.trainers.sample_draws), not
    drawn from the global RNG that every rank seeds identically.
 3. Logged loss: `train/loss` is logged with sync_dist (mean over ranks = mean over the global batch).
-4. DynamiCrafter's temporal-conv dropout is off (see SYSTEMS).
+4. Dropout inside the networks is keyed per sample too (src.models.keyed_dropout): DynamiCrafter trains at its
+   release temporal-conv dropout of 0.1 here.
 Marked slow: two runs through the entry point per system, one of them 2 processes (DynamiCrafter: 11 s + 35 s on
 an idle box; Animate Anyone about 1 min; several minutes on a busy box).
 """
@@ -28,16 +29,13 @@ from tests.integration.test_train_animate_anyone import TINY as AA_TINY
 STEPS = 3
 
 
-# system -> (tiny overrides, stage, per-device batch-size key).
-# Why DynamiCrafter's dropout is off here: its temporal convs carry the release's nn.Dropout(0.1), which draws its
-# masks from torch's global RNG, not from the per-sample draws; that RNG is reseeded once per rank step from the
-# batch's first sample index (SampleDraws.reseed_global_rng), so a sample's mask depends on how samples are batched
-# (measured: one sample's UNet output differed by 0.63 between a batch of 2 and a batch of 1) and 2 ranks x 1 can't
-# equal 1 x 2 with it on. Every per-sample draw is what this compares, so the dropout is switched off through
-# config (model.net.unet.temporal_conv_dropout, default 0.1). Tiny data: 4 videos of 16 frames.
+# system -> (tiny overrides, stage, per-device batch-size key). DynamiCrafter keeps its default temporal-conv
+# dropout (0.1): its masks are keyed per sample (KeyedDropout). With nn.Dropout's global RNG, reseeded once per
+# rank step, one sample's UNet output differed by 0.63 between a batch of 2 and a batch of 1, and this test needed
+# the dropout off. Tiny data: 4 videos of 16 frames.
 SYSTEMS = {
     "animate_anyone": (AA_TINY, "spatial", "stages.spatial.data.batch_size"),
-    "dynamicrafter": ([*DC_TINY, "model.net.unet.temporal_conv_dropout=0.0"], "finetune", "data.batch_size"),
+    "dynamicrafter": (DC_TINY, "finetune", "data.batch_size"),
 }
 
 
@@ -47,7 +45,9 @@ def per_step_losses(run_dir: Path, stage: str) -> list[float]:
     return [losses[s] for s in sorted(losses)]
 
 
-def train(system: str, run_dir: Path, cache: Path, devices: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+def train(
+    system: str, run_dir: Path, cache: Path, devices: int
+) -> tuple[list[float], dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
     overrides, stage, batch_key = SYSTEMS[system]

@@ -28,6 +28,8 @@ from src.models.dynamicrafter import (
 from src.models.dynamicrafter.attention import DualCrossAttention
 from src.models.dynamicrafter.blocks import FloatGroupNorm, ResBlock
 from src.models.dynamicrafter.checkpoint import rename_legacy_keys
+from src.models.keyed_dropout import bind_dropout_draws
+from src.trainers.sample_draws import SampleDraws
 from tests.conftest import shared_data
 
 MANIFEST = shared_data("dynamicrafter_manifest")
@@ -390,7 +392,8 @@ def test_activation_checkpointing_gives_identical_outputs_and_gradients(tiny) ->
         unet = tiny_unet(cfg, ref, use_checkpoint=use_checkpoint).train()
         res_calls = count_calls(unet.input_blocks[1][0].in_layers)
         attn_calls = count_calls(unet.input_blocks[1][1].transformer_blocks[0].attn1)
-        torch.manual_seed(0)  # same dropout masks in both runs; checkpointing replays the RNG state
+        # same keyed dropout masks in both runs; the checkpointed recompute redraws them from the same keys
+        bind_dropout_draws(unet, SampleDraws(0, torch.tensor([0])))
         out = unet(x, inputs["timesteps"][:1], context=context, fs=inputs["fs"][:1])
         out.square().mean().backward()
         grads = {k: p.grad.clone() for k, p in unet.named_parameters()}

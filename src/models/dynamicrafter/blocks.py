@@ -13,6 +13,8 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from src.models.keyed_dropout import KeyedDropout
+
 
 def run_checkpointed(module: nn.Module, enabled: bool, fn, *args: torch.Tensor) -> torch.Tensor:
     """Run ``fn(*args)`` under non-reentrant activation checkpointing when enabled and the module trains."""
@@ -41,7 +43,7 @@ def float_group_norm(channels: int, num_groups: int = 32) -> FloatGroupNorm:
 
 
 class TemporalConvBlock(nn.Module):
-    """Four (GroupNorm, SiLU, [Dropout], Conv3d over time) stages with a residual connection, on ``b c t h w``.
+    """Four (GroupNorm, SiLU, [KeyedDropout], Conv3d over time) stages with a residual connection, on ``b c t h w``.
 
     The last convolution is zero-initialised so a fresh block is the identity. ``spatial_aware`` widens the
     kernels to (3,3,1) / (3,1,3) as the official ``tempspatial_aware`` option does.
@@ -57,19 +59,19 @@ class TemporalConvBlock(nn.Module):
         self.conv2 = nn.Sequential(
             nn.GroupNorm(32, channels),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            KeyedDropout(dropout),
             nn.Conv3d(channels, channels, kernel_w, padding=pad_w),
         )
         self.conv3 = nn.Sequential(
             nn.GroupNorm(32, channels),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            KeyedDropout(dropout),
             nn.Conv3d(channels, channels, kernel_h, padding=pad_h),
         )
         self.conv4 = nn.Sequential(
             nn.GroupNorm(32, channels),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            KeyedDropout(dropout),
             nn.Conv3d(channels, channels, kernel_w, padding=pad_w),
         )
         nn.init.zeros_(self.conv4[-1].weight)
@@ -110,7 +112,7 @@ class ResBlock(nn.Module):
         self.out_layers = nn.Sequential(
             float_group_norm(self.out_channels),
             nn.SiLU(),
-            nn.Dropout(p=dropout),
+            KeyedDropout(dropout),
             nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1),
         )
         nn.init.zeros_(self.out_layers[-1].weight)
@@ -120,7 +122,9 @@ class ResBlock(nn.Module):
         else:
             self.skip_connection = nn.Conv2d(channels, self.out_channels, 1)
         self.temopral_conv = (
-            TemporalConvBlock(self.out_channels, dropout=temporal_conv_dropout, spatial_aware=tempspatial_aware)
+            TemporalConvBlock(
+                self.out_channels, dropout=temporal_conv_dropout, spatial_aware=tempspatial_aware
+            )
             if use_temporal_conv
             else None
         )
