@@ -11,6 +11,9 @@
 4. I3D feature throughput for FVD (clips/s, 16x224x224, random weights of the real network).
 5. Loader throughput: Animate Anyone stage-1 samples/s through the real loader with 8 workers over generated
    shards, against the GPU's consumption (batch 4 / measured step time); goal: loader >= 2x.
+6. Rerender at 512x512 (bench/rerender_keyframes.py, bench/rerender_propagation.py; issue 13's targets): seconds per
+   key frame (SD1.5-shaped random models, fp16, 20 steps; < 3 s), per non-key frame (flow + propagation; < 0.3 s),
+   peak memory (< 12 GB).
 
     python bench/gpu_suite.py [--out suite.json] [--skip-pytest] [--full-grid]
     python bench/gpu_suite.py --smoke        # tiny shapes on the CPU (CI runs this: tests/unit/test_gpu_suite.py)
@@ -43,6 +46,26 @@ VARIANTS = [BASELINE, {**BASELINE, "sdpa": "math"}, {**BASELINE, "checkpointing"
 FULL_GRID = [
     {"sdpa": s, "checkpointing": c, "compile": k} for s in ("flash", "math") for c in (False, True) for k in (False, True)
 ]
+
+
+def _rerender_keyframes(smoke: bool) -> dict:
+    from bench import rerender_keyframes
+
+    return rerender_keyframes.measure(smoke, keys=2 if smoke else 4)
+
+
+def _rerender_propagation(smoke: bool) -> dict:
+    from bench import rerender_propagation
+
+    args = ("cpu", 4, 32, 32, 3, 3, "dis") if smoke else ("cuda", 21, 512, 512, 10, 3, "raft")
+    return rerender_propagation.measure(*args)
+
+
+# Standalone benches run as sections of the suite: name -> measure(smoke) -> their report.
+BENCHES: dict[str, Callable[[bool], dict]] = {
+    "rerender_keyframes": _rerender_keyframes,
+    "rerender_propagation": _rerender_propagation,
+}
 
 
 def configs(smoke: bool) -> dict[str, Callable[[bool, torch.device], tuple[Callable[[], torch.Tensor], list]]]:
@@ -225,6 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
     gpu_rate = 4 / stage1["step_s"] if "step_s" in stage1 and not args.smoke else None
     report["loader"] = loader_throughput(args.smoke, args.loader_workers, gpu_rate)
     seconds["loader"] = time.perf_counter() - started - sum(seconds.values())
+    for name, bench in BENCHES.items():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        report[name] = bench(args.smoke)
+        seconds[name] = time.perf_counter() - started - sum(seconds.values())
     report["seconds"] = seconds
 
     print(table(rows))
@@ -234,6 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
     loader = report["loader"]
     ratio = f", {loader['ratio']:.2f}x the GPU's {loader['gpu_samples_per_s']:.1f}" if loader["ratio"] else ""
     print(f"loader: {loader['samples_per_s']:.1f} samples/s with {loader['workers']} workers{ratio}")
+    keys, prop = report["rerender_keyframes"], report["rerender_propagation"]
+    print(f"Rerender {keys['size']}px: {keys['seconds_per_key_frame']:.2f} s per key frame (target < 3), peak "
+          f"{_cell(keys, 'peak_memory_gb', '.1f')} GB (target < 12); {prop['seconds_per_non_key_frame']:.3f} s per "
+          f"non-key frame with {prop['flow']} flow (target < 0.3), peak {_cell(prop, 'peak_memory_gb', '.1f')} GB")
     print(f"pytest -m gpu: {report['pytest_gpu']}")
     print("seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     out = args.out or ROOT / "bench" / "results" / f"gpu_suite_{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -273,6 +273,10 @@ RERENDER_RULES = [  # Rerender's key-frame translation (conf/experiment/rerender
     Rule("model.store_dtype", one_of("float16", "bfloat16", "float32"), "float16, bfloat16 or float32", "float16"),
     Rule("model.loose_cfattn", boolean, "true or false", "false"),
     Rule("model.color_preserve", boolean, "true or false", "true"),
+    Rule("sample.score", boolean, "true or false (score the output with eval=rerender)", "true"),
+    Rule("sample.score_overrides", lambda v: OmegaConf.is_list(v) and all(isinstance(o, str) for o in v),
+         "a list of eval=rerender overrides",
+         '["eval.weights.clip=/w/ViT-B-32.pt"]'),
     Rule("rerender.resolution", nullable(positive_int), "null (the video's size) or a positive integer (short side)",
          "512"),
 ]

@@ -6,7 +6,8 @@ Three paths, by what is given:
 - otherwise: key frames chosen every K (`rerender.keyframes`), translated with SD1.5 + ControlNet under the
   cross-frame constraints (`src.rerender.keyframe_translation`), then propagated.
 Each writes `<out>/rerender.mp4`, `<out>/keys/<index>.png` and `<out>/settings.json` (translation settings and
-timings included). Frames `t h w 3` uint8 on disk, `t 3 h w` in [0, 1] in between.
+timings included); `sample.score=true` then scores `<out>` with `eval=rerender` into `<out>/metrics.json`
+(src.rerender.score_output). Frames `t h w 3` uint8 on disk, `t 3 h w` in [0, 1] in between.
 """
 
 from __future__ import annotations
@@ -104,12 +105,18 @@ def translate_and_propagate(cfg: DictConfig, out: Path) -> None:
 def run(cfg: DictConfig) -> list[dict]:
     """Runs the path the inputs ask for; returns one record with the video written."""
     from src.rerender.entry import propagate_files, run_demo
+    from src.rerender.score_output import score_output, scoring_config
 
     out = Path(cfg.sample.out)
+    scoring = scoring_config(cfg, out) if cfg.sample.get("score") else None  # its errors before any rendering
     if cfg.sample.video is None and cfg.rerender.get("demo") is not None:
         run_demo(cfg)
     elif cfg.sample.keyframes is not None:
         propagate_files(cfg, cfg.sample.video, cfg.sample.keyframes, out)
     else:
         translate_and_propagate(cfg, out)
-    return [{"video": str(out / "rerender.mp4"), "settings": str(out / "settings.json")}]
+    record = {"video": str(out / "rerender.mp4"), "settings": str(out / "settings.json")}
+    if scoring is not None:
+        score_output(scoring, out)
+        record["metrics"] = str(out / "metrics.json")
+    return [record]

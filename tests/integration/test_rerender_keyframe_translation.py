@@ -1,5 +1,6 @@
 """Rerender end to end through `python -m src.sample experiment=rerender`: tiny random SD1.5 + ControlNet saved as
-diffusers folders, DIS flow, a procedural clip -> key frames translated under the cross-frame constraints (SDEdit
+diffusers folders, RAFT-shaped flow (a random torchvision raft_small checkpoint loaded as a user's RAFT file is), a
+procedural clip -> key frames translated under the cross-frame constraints (SDEdit
 start, both passes, pixel fusion with E*), propagated; the mp4, the key frames and the settings are written."""
 
 from __future__ import annotations
@@ -7,7 +8,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.models.optical_flow import raft_small
 
 from src.data.video_io import decode_mp4, write_mp4
 from src.rerender.demo import demo_video
@@ -19,6 +22,9 @@ def test_video_and_prompt_to_rerendered_video_with_translated_key_frames(tmp_pat
     weights = save_tiny_sd_folder(tmp_path / "weights")
     frames, _ = demo_video(3, 7, 48, 72)  # resized to 64 x 96 (short side 64, sides multiples of 32)
     video = write_mp4(tmp_path / "in.mp4", frames, fps=8, pix_fmt="yuv444p", crf=0)
+    raft = tmp_path / "raft_small.pth"
+    torch.manual_seed(0)
+    torch.save(raft_small(weights=None).state_dict(), raft)
     out = tmp_path / "out"
     run_entry(
         "src.sample",
@@ -35,7 +41,10 @@ def test_video_and_prompt_to_rerendered_video_with_translated_key_frames(tmp_pat
         "model.store_dtype=float32",
         "rerender.resolution=64",
         "rerender.keyframes.interval=3",
-        "rerender.flow.name=dis",
+        "rerender.flow.name=raft",  # flow and occlusion at 64 x 96 (RAFT needs sides divisible by 8)
+        f"rerender.flow.raft_checkpoint={raft}",
+        "rerender.flow.raft_variant=raft_small",
+        "rerender.flow.num_flow_updates=3",
         "rerender.propagation.search_vote_iters=2",
         "rerender.propagation.patchmatch_iters=2",
         timeout=600,
@@ -63,4 +72,5 @@ def test_video_and_prompt_to_rerendered_video_with_translated_key_frames(tmp_pat
     }
     assert len(t["cross_frame_layers"]) == 4 and settings["prompt"] == "a cat, oil painting"
     assert settings["key_indices"] == [0, 3, 6] and settings["size"] == [64, 96]
+    assert settings["rerender"]["flow"]["name"] == "raft" and settings["rerender"]["flow"]["raft_variant"] == "raft_small"
     assert settings["timing_s"]["per_key_frame"] > 0 and settings["keyframes"] == "translated"

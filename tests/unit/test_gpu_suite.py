@@ -9,7 +9,7 @@ import pytest
 
 from bench import gpu_suite
 
-# About 11 s on an idle 2-core CPU (minutes on a heavily loaded one).
+# About 12 s on an idle 2-core CPU (minutes on a heavily loaded one); the Rerender sections add about 1 s.
 
 def test_smoke_suite_writes_every_section(tmp_path, capsys):
     out = tmp_path / "suite.json"
@@ -27,5 +27,11 @@ def test_smoke_suite_writes_every_section(tmp_path, capsys):
     assert report["ema"]["tensors"] > 600 and report["ema"]["foreach_ms"] > 0  # an SD1.5 UNet's parameter list
     assert report["i3d"]["clips_per_s"] > 0
     assert report["loader"]["samples_per_s"] > 0
+    assert report["rerender_keyframes"]["seconds_per_key_frame"] > 0 and report["rerender_keyframes"]["keys"] == 2
+    propagation = report["rerender_propagation"]
+    assert propagation["seconds_per_non_key_frame"] > 0 and propagation["keys"] == [0, 3]
+    assert propagation["results"]["propagation (ours)"]["psnr"] > 0
+    assert set(gpu_suite.BENCHES) <= set(report["seconds"])
     printed = capsys.readouterr().out
     assert "config" in printed and "MFU" in printed and f"wrote {out}" in printed
+    assert "per key frame (target < 3)" in printed
