@@ -213,6 +213,7 @@ MODEL_RULES = [
     Rule("model.freeze_temporal", boolean, "true or false", "false"),
     Rule("model.rand_cond_frame", boolean, "true or false", "true"),
     Rule("model.fs_condition", nullable(one_of("fs", "fps")), "fs, fps or null", "fs"),
+    Rule("model.dropout_masks", one_of("keyed", "global"), "keyed (per-sample masks) or global (torch's RNG)", "keyed"),
     Rule("model.loss.noise_offset", nonneg_number, "a number >= 0", "0.05"),
     Rule("model.loss.snr_gamma", nullable(positive_number), "null or a positive number", "5.0"),
     Rule("model.loss.timestep_sampling", one_of("uniform", "logit_normal"), "uniform or logit_normal", "uniform"),

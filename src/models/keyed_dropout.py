@@ -8,6 +8,8 @@ purpose "dropout/<its module name>", so layers never share a stream.
 
 Frames or tokens folded into the batch (`(b t) c h w`, sample-major as einops' "(b t)") are fine: the first
 dimension is split into the bound batch's `b` samples and sample i's mask covers its whole `x[i*k:(i+1)*k]`.
+`masks="global"` (model.dropout_masks) draws from torch's global RNG instead, as nn.Dropout does: faster (one
+kernel, no Threefry rounds) but batch-dependent, so it gives up the any-world-size guarantee.
 In eval mode, or at p = 0, it is the identity (same as nn.Dropout), so released weights infer unchanged.
 Activation checkpointing recomputes the same mask (it is a function of the keys, not of RNG state).
 """
@@ -22,7 +24,9 @@ from torch import nn
 if TYPE_CHECKING:
     from src.trainers.sample_draws import SampleDraws
 
-__all__ = ["KeyedDropout", "bind_dropout_draws"]
+__all__ = ["DROPOUT_MASKS", "KeyedDropout", "bind_dropout_draws"]
+
+DROPOUT_MASKS = ("keyed", "global")
 
 
 class KeyedDropout(nn.Module):
@@ -36,6 +40,7 @@ class KeyedDropout(nn.Module):
         self.p = float(p)
         self.draws: SampleDraws | None = None
         self.purpose = "dropout"
+        self.keyed = True  # False: torch's global RNG (model.dropout_masks=global)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -43,6 +48,8 @@ class KeyedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if not self.keyed:
+            return nn.functional.dropout(x, self.p, training=True)
         if self.draws is None:
             raise RuntimeError(
                 f"KeyedDropout {self.purpose!r} runs in training mode with p={self.p} but no per-sample draws are "
@@ -59,12 +66,14 @@ class KeyedDropout(nn.Module):
         return x * (keep.view(x.shape).to(x.dtype) * scale)
 
 
-def bind_dropout_draws(root: nn.Module, draws: SampleDraws | None) -> int:
+def bind_dropout_draws(root: nn.Module, draws: SampleDraws | None, masks: str = "keyed") -> int:
     """Give every KeyedDropout under `root` this step's draws (None unbinds) and its purpose, the layer's module
-    name; returns how many layers were bound."""
+    name, and the mask source (`masks`: keyed | global); returns how many layers were bound."""
+    if masks not in DROPOUT_MASKS:
+        raise ValueError(f"dropout masks={masks!r} is not one of {DROPOUT_MASKS} (model.dropout_masks)")
     count = 0
     for name, module in root.named_modules():
         if isinstance(module, KeyedDropout):
-            module.draws, module.purpose = draws, f"dropout/{name}"
+            module.draws, module.purpose, module.keyed = draws, f"dropout/{name}", masks == "keyed"
             count += 1
     return count

@@ -104,6 +104,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         min_lr_ratio: float = 0.0,
         sampling: DynamiCrafterSampling | Mapping[str, Any] | None = None,
         seed: int = 0,
+        dropout_masks: str = "keyed",
     ) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -123,6 +124,8 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         self.optimizer_factory = optimizer
         self.uncond_prob = uncond_prob
         self.seed = int(seed)  # keys the training draws (the runner passes the run's `seed`)
+        self.dropout_masks = dropout_masks
+        bind_dropout_draws(self.net, None, dropout_masks)  # checks the value early
         self.rand_cond_frame = rand_cond_frame
         self.fs_condition = fs_condition
         self.freeze_temporal = freeze_temporal
@@ -225,7 +228,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         sample, and a resumed run draws what the uninterrupted one would have."""
         draws = SampleDraws.for_batch(self.seed, batch, latents.shape[0])
         draws.reseed_global_rng()  # safety net for any layer that still draws from the global RNG
-        bind_dropout_draws(self.net, draws)  # the UNet's KeyedDropout layers (p = 0.1 in the release)
+        bind_dropout_draws(self.net, draws, self.dropout_masks)  # the UNet's KeyedDropout layers (p = 0.1 in the release)
         drop_text, drop_image = self.conditioning_dropout(draws)
         return TrainingDraws(
             drop_text=drop_text,

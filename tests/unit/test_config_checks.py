@@ -73,6 +73,7 @@ BAD = [
     (SAMPLE_RR, "model.denoising_strength=0", "model.denoising_strength"),
     (SAMPLE_RR, "model.pixel_fusion=hard", "model.pixel_fusion"),
     (SAMPLE_RR, "model.sampling.num_steps=0", "model.sampling.num_steps"),
+    (("train", "train", ["experiment=dynamicrafter"]), "model.dropout_masks=fast", "model.dropout_masks"),
     (EVAL, "eval.mode=generate", "eval.mode"),
     (EVAL, "eval.num_shards=0", "eval.num_shards"),
     (EVAL, "eval.shard_index=8", "eval.shard_index"),

@@ -69,3 +69,20 @@ def test_activation_checkpointing_recomputes_the_same_mask():
         run(block, [3], x, emb).square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in block.parameters()]))
     torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_global_masks_draw_from_torchs_rng_and_depend_on_the_batch():
+    """model.dropout_masks=global: nn.Dropout's behaviour (faster, batch-dependent), reproducible from the global
+    seed, and unlike the keyed masks a sample's output changes with its batch."""
+    block = res_block()
+    x, emb = torch.randn(2 * T, 32, 4, 4), torch.randn(2 * T, 16)
+    bind_dropout_draws(block, SampleDraws(7, torch.tensor([11, 5])), masks="global")
+    torch.manual_seed(3)
+    first = block(x, emb, T)
+    torch.manual_seed(3)
+    torch.testing.assert_close(block(x, emb, T), first)
+    torch.manual_seed(3)
+    alone = block(x[T:], emb[T:], T)
+    assert not torch.allclose(alone, first[T:])
+    with pytest.raises(ValueError, match="model.dropout_masks"):
+        bind_dropout_draws(block, None, masks="philox")
