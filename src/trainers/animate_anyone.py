@@ -110,7 +110,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         self.net.set_trainable(stage)
         if gradient_checkpointing:
             self.net.enable_gradient_checkpointing()
-        self.skipped_samples = 0
+        self.skipped_samples = 0  # a device counter (FrozenPartsMixin.count_skipped)
 
     # ----------------------------------------------------------------------------------------- frozen parts
     def train(self, mode: bool = True) -> AnimateAnyoneModule:
@@ -142,13 +142,13 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
             drop = drop[:1].expand(b)  # Moore drops the whole batch or none of it
         clip_embeds = torch.where(drop[:, None, None], self.unconditional_clip(b).to(clip_embeds), clip_embeds)
         noisy = self.objective.add_noise(latents, noise, timesteps)
-        prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=~drop)
+        use_reference = ~drop if self.cond_drop_prob > 0 else None  # None: no mask, the fused attention kernels
+        prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=use_reference)
         loss = self.objective.loss(prediction, self.objective.target(latents, noise, timesteps), timesteps)
 
-        skipped = int(batch["skipped"].sum()) if "skipped" in batch else 0
-        self.skipped_samples += skipped
+        # tensors, not numbers: Lightning reads them on the host only at its logging intervals
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
-        self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
+        self.log("data/skipped_total", self.count_skipped(batch).float(), batch_size=b)
         return loss
 
     def draw_randomness(
@@ -241,7 +241,8 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         k = len(guidance.branches)  # cond (+ uncond)
         clip_in = torch.cat([clip_embeds, self.unconditional_clip(b).to(clip_embeds)][:k])
         use_reference = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)][:k])
-        self.net.write_reference(reference_latents.repeat(k, 1, 1, 1), clip_in, use_reference.to(reference.device))
+        use_reference = use_reference.to(reference.device) if k > 1 else None  # one branch: all see the reference
+        self.net.write_reference(reference_latents.repeat(k, 1, 1, 1), clip_in, use_reference)
         pose_features = self.net.encode_pose(pose.repeat(k, 1, 1, 1, 1))
 
         def model(x: torch.Tensor, timesteps: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:

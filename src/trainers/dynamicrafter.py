@@ -139,7 +139,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
             load_net_weights(self.net, init_weights)
         self.net.set_trainable(freeze_temporal=freeze_temporal)
         self.net.set_gradient_checkpointing(gradient_checkpointing)
-        self.skipped_samples = 0
+        self.skipped_samples = 0  # a device counter (FrozenPartsMixin.count_skipped)
         self.last_validation_videos: dict | None = None
 
     # ------------------------------------------------------------------------------------- official weights
@@ -255,6 +255,16 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         return self.text_encoder(list(captions))
 
     @torch.no_grad()
+    def empty_text_embedding(self, like: torch.Tensor) -> torch.Tensor:
+        """The frozen text encoder's embedding of "" (1, L, D), the dropped-text condition; computed once per
+        device and dtype (the encoder is frozen), so text dropout needs no host decision per sample."""
+        cached = getattr(self, "_empty_text", None)
+        if cached is None or cached.device != like.device or cached.dtype != like.dtype:
+            cached = self.encode_text([""]).to(like)
+            self._empty_text = cached
+        return cached
+
+    @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(images)
 
@@ -275,9 +285,10 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         drawn = self.draw_randomness(batch, latents)
         index, timesteps = drawn.condition_frame, drawn.timesteps
         rows = torch.arange(b, device=video.device)
-        captions = ["" if drop else caption for caption, drop in zip(batch["caption"], drawn.drop_text.tolist())]
         frames = video[rows, :, index] * (~drawn.drop_image).to(video.dtype)[:, None, None, None]
-        text = self.encode_text(captions)
+        # text dropout on the device: the empty caption's embedding (computed once) replaces the dropped rows
+        text = self.encode_text(list(batch["caption"]))
+        text = torch.where(drawn.drop_text[:, None, None], self.empty_text_embedding(text), text)
         image = self.encode_image(frames)
         context = self.net.context(text, image)
         concat = latents[rows, :, index][:, :, None].expand_as(latents)
@@ -289,9 +300,9 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         prediction = self.net(noisy, timesteps, concat, context, fs)
         loss = F.mse_loss(prediction.float(), self.schedule.target(clean, noise, timesteps).float())
 
-        self.skipped_samples += int(batch["skipped"].sum()) if "skipped" in batch else 0
+        # tensors, not numbers: Lightning reads them on the host only at its logging intervals
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
-        self.log("data/skipped_total", float(self.skipped_samples), batch_size=b)
+        self.log("data/skipped_total", self.count_skipped(batch).float(), batch_size=b)
         return loss
 
     def configure_optimizers(self):

@@ -11,7 +11,27 @@ import torch
 
 
 class FrozenPartsMixin:
-    """Mixin for a LightningModule with `stage`, `skipped_samples`, `codec` and `frozen_state_keys()`."""
+    """Mixin for a LightningModule with `stage`, `codec` and `frozen_state_keys()`; keeps the skipped-sample count."""
+
+    _skipped: torch.Tensor | None = None
+
+    @property
+    def skipped_samples(self) -> int:
+        """Bad samples the loader skipped so far (read on the host: at checkpoints and the end, not per step)."""
+        return 0 if self._skipped is None else int(self._skipped)
+
+    @skipped_samples.setter
+    def skipped_samples(self, value: int) -> None:
+        self._skipped = torch.tensor(int(value), dtype=torch.int64)
+
+    def count_skipped(self, batch: dict) -> torch.Tensor:
+        """Add the batch's skipped-sample counts on its device (no host sync per step) and return the total."""
+        skipped = batch.get("skipped")
+        if skipped is None:
+            skipped = torch.zeros((), dtype=torch.int64)
+        total = torch.zeros((), dtype=torch.int64) if self._skipped is None else self._skipped
+        self._skipped = total.to(skipped.device) + skipped.sum()
+        return self._skipped
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Drop the frozen weights; record which were dropped, the stage and the skipped-sample count."""
