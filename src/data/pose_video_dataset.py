@@ -276,6 +276,7 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         shuffle_buffer=data.shuffle_buffer,
         decoded_cache_mb=data.get("decoded_cache_mb", 0),
     )
+    dataset.augmentation_seed = data.get("augmentation_seed")
     return build_loader(
         dataset,
         batch_size=data.batch_size,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -191,6 +192,10 @@ class ShardSampleDataset(IterableDataset):
     skip_hint: str = "check the shards and the data config"
     #: the entries a usable sample has, for the "no usable sample" message
     required_entries: str = "'mp4'"
+    #: None: `process` draws (crop, clip, stride) afresh per stream position. An int (`data.augmentation_seed`):
+    #: one frozen draw per video, keyed on (this seed, the sample's key), whatever epoch, rank or position reads
+    #: it; what a latent cache stores (src.data.cache), so an uncached run can train exactly like a cached one.
+    augmentation_seed: int | None = None
 
     def __init__(
         self,
@@ -251,6 +256,12 @@ class ShardSampleDataset(IterableDataset):
         """One raw shard sample (bytes per entry, `__key__`, `__url__`) -> one training sample; raise if bad."""
         raise NotImplementedError
 
+    def sample_rng(self, base: list[int], position: int, key: str) -> np.random.Generator:
+        """The Generator `process` draws from for one sample (see `augmentation_seed`)."""
+        if self.augmentation_seed is None:
+            return np.random.default_rng([*base, position])
+        return np.random.default_rng([int(self.augmentation_seed), zlib.crc32(key.encode("utf-8"))])
+
     # -- stream construction -------------------------------------------------------------------
     def _slot(self) -> tuple[int, int, int, int]:
         rank, world = self.state.rank, self.state.world_size
@@ -302,7 +313,7 @@ class ShardSampleDataset(IterableDataset):
                 continue  # another rank's lane, or consumed before the checkpoint: never decoded
             key = str(raw.get("__key__", "<no key>"))
             try:
-                sample = self.process(raw, np.random.default_rng([*base, position]))
+                sample = self.process(raw, self.sample_rng(base, position, key))
             except Exception as exc:  # a bad sample must never stop the epoch; TooManySkips bounds this
                 guard.skip(
                     f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}", skip_reason(exc)

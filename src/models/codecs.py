@@ -49,6 +49,11 @@ class LatentCodec(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean, std) of the scaled latent posterior, std None for a deterministic codec: training draws the
+        latent itself (mean + std * its own per-sample normal), so a cache of the moments trains exactly alike."""
+        return self.encode(x), None
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -103,6 +108,16 @@ class AutoencoderKLCodec(LatentCodec):
             z = posterior.sample() if self.sample_posterior else posterior.mode()
             out.append(z * self.scaling_factor)
         return torch.cat(out)
+
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled posterior mean and std (std None when `sample_posterior` is off: the latent is the mode)."""
+        self._check_images(x)
+        means, stds = [], []
+        for chunk in self._chunks(x):
+            posterior = self.vae.encode(chunk.to(self.vae.dtype)).latent_dist
+            means.append(posterior.mean * self.scaling_factor)
+            stds.append(posterior.std * self.scaling_factor)
+        return torch.cat(means), (torch.cat(stds) if self.sample_posterior else None)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         self._check_latents(z)

@@ -50,6 +50,8 @@ class SamplingConfig:
 
 
 class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
+    #: batch entries only the frozen parts read: a latent cache stores their features instead (src.data.cache)
+    frozen_inputs = ("pixel_values", "reference")
     def __init__(
         self,
         net: nn.Module,
@@ -128,14 +130,34 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
                 names.add(name)
         return names
 
+    def cache_encoders(self) -> dict[str, nn.Module]:
+        """The frozen parts whose outputs a latent cache stores (their weights' hash keys the cache)."""
+        return {"codec": self.codec, "image_encoder": self.image_encoder}
+
     # ------------------------------------------------------------------------------------------- training
+    @torch.no_grad()
+    def frozen_features(self, batch: dict) -> dict[str, torch.Tensor]:
+        """What the frozen codec and CLIP encoder make of a batch, per sample and without randomness: the latent
+        posteriors' moments of the targets and the reference, and the reference's CLIP embedding. A latent
+        cache (`python -m src.data.cache`) stores exactly these, so a cached batch trains like a raw one."""
+        mean, std = self.encode_video_moments(batch["pixel_values"])
+        reference_mean, reference_std = self.codec.encode_moments(batch["reference"])
+        features = {"latent_mean": mean, "reference_mean": reference_mean}
+        if std is not None:
+            features.update(latent_std=std, reference_std=reference_std)
+        features["clip_embeds"] = self.image_encoder(batch["reference"])
+        return features
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        pixels, pose, reference = batch["pixel_values"], batch["pose"], batch["reference"]
-        b = pixels.shape[0]
-        latents = self.encode_video(pixels)
-        with torch.no_grad():
-            reference_latents = self.codec.encode(reference)
-            clip_embeds = self.image_encoder(reference)
+        pose = batch["pose"]
+        features = batch if "latent_mean" in batch else self.frozen_features(batch)  # cached or computed now
+        b = pose.shape[0]
+        draws = SampleDraws.for_batch(self.seed, batch, b)
+        latents = self.posterior_latents(features["latent_mean"], features.get("latent_std"), draws, "posterior")
+        reference_latents = self.posterior_latents(
+            features["reference_mean"], features.get("reference_std"), draws, "reference_posterior"
+        )
+        clip_embeds = features["clip_embeds"]
         # Conditioning dropout, matching the unconditional branch at sampling time (see UNCOND_MODES).
         drop, noise, timesteps = self.draw_randomness(latents, batch)
         if self.uncond == "moore":

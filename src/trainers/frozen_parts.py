@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from src.trainers.sample_draws import SampleDraws
+
 
 class FrozenPartsMixin:
     """Mixin for a LightningModule with `stage`, `codec` and `frozen_state_keys()`; keeps the skipped-sample count."""
@@ -55,6 +57,25 @@ class FrozenPartsMixin:
             if key in current:
                 checkpoint["state_dict"][key] = current[key]
         self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
+
+    @torch.no_grad()
+    def encode_video_moments(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`b c t h w` pixels -> the latent posterior's (mean, std), each `b c t h w` (std None: deterministic)."""
+        b, _, t = pixels.shape[:3]
+        mean, std = self.codec.encode_moments(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1))
+        unflat = lambda x: None if x is None else x.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)  # noqa: E731
+        return unflat(mean), unflat(std)
+
+    @staticmethod
+    def posterior_latents(
+        mean: torch.Tensor, std: torch.Tensor | None, draws: SampleDraws, purpose: str
+    ) -> torch.Tensor:
+        """The training latent: mean + std * a normal keyed on each sample's index (src.trainers.sample_draws),
+        or the mean for a deterministic codec; the same whether the moments were just computed or read from a
+        latent cache (src.data.cache)."""
+        if std is None:
+            return mean
+        return mean + std * draws.normal(purpose, mean.shape[1:], dtype=mean.dtype)
 
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
