@@ -47,7 +47,9 @@ def host_reads(monkeypatch):
         def counting(self, *args, _original=original, _name=name, **kwargs):
             caller = sys._getframe(1)
             if caller.f_code.co_filename.startswith(OUR_CODE):
-                reads[current["step"]].append(f"{_name} in {Path(caller.f_code.co_filename).name}:{caller.f_lineno}")
+                reads[current["step"]].append(
+                    f"{_name} in {Path(caller.f_code.co_filename).name}:{caller.f_lineno}"
+                )
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
