@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from webdataset.tariterators import tarfile_samples
 
@@ -189,3 +190,30 @@ def test_cache_writer_killed_midway_leaves_no_partial_shard_and_its_rerun_comple
     assert dict(counted) == expected_counts(planted, DC_TRAIN)
     keys = [s["__key__"] for p in shards for s in tarfile_samples([{"url": p}])]
     assert sorted(keys) == sorted(good_keys(planted, DC_TRAIN))
+
+
+def test_cache_writer_tasks_split_the_shards_between_them(soak, tmp_path, monkeypatch) -> None:
+    """Array task i of n writes raw shards i, i+n, ... (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT, else the
+    rank); together the tasks write every shard once, and the cache is complete only then."""
+    from hydra import compose, initialize_config_dir
+
+    from src.config import register_resolvers, stage_config
+    from src.data.cache import StageCacheWriter, task_slot, totals
+    from src.data.latent_cache import CacheMismatch, cache_shards
+    from tests.conftest import ROOT
+
+    assert task_slot({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == (3, 4)
+    assert task_slot({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "2"}) == (3, 4)
+    root, planted = soak
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=dynamicrafter_demo", "data.demo=null",
+                                          f"data.train_shards={root / 'shards'}", f"data.cache={tmp_path / 'c'}"])
+    writer = StageCacheWriter(stage_config(cfg, "finetune"), "finetune", torch.device("cpu"))
+    assert writer.run(1, 2)["written"] == 2
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.tar")) == ["soak-000001.tar", "soak-000003.tar"]
+    with pytest.raises(CacheMismatch, match="2 of 4 shards are not written"):
+        cache_shards(tmp_path / "c", writer.key)
+    assert writer.run(0, 2)["written"] == 2
+    assert totals(tmp_path / "c", writer.shards)["samples"] == len(good_keys(planted, DC_TRAIN))
+    assert len(cache_shards(tmp_path / "c", writer.key)) == 4
