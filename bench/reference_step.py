@@ -59,7 +59,11 @@ def random_batch(system: str, module, cfg, batch: int, device: torch.device) -> 
     g = torch.Generator().manual_seed(0)
     h, w = cfg.data.size
     t = cfg.data.num_frames
-    out: dict = {"sample_index": torch.arange(batch), "first_sample_index": 0, "skipped": torch.zeros(batch, dtype=torch.int64)}
+    out: dict = {
+        "sample_index": torch.arange(batch),
+        "first_sample_index": 0,
+        "skipped": torch.zeros(batch, dtype=torch.int64),
+    }
     if system == "aa":
         out["pixel_values"] = torch.rand(batch, 3, t, h, w, generator=g) * 2 - 1
         out["pose"] = torch.rand(batch, 3, t, h, w, generator=g)
@@ -90,7 +94,9 @@ def moore_style_loss(module, batch: dict, host_losses: list[float]) -> torch.Ten
         clip_embeds = module.image_encoder(torch.stack(clip_images))
     noisy = module.objective.add_noise(latents, noise, timesteps)
     use_reference = torch.zeros(b, dtype=torch.bool, device=latents.device) if uncond_fwd else None
-    prediction = module.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=use_reference)
+    prediction = module.net(
+        noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=use_reference
+    )
     loss = F.mse_loss(prediction.float(), module.objective.target(latents, noise, timesteps).float())
     host_losses.append(loss.detach().repeat(b).mean().item())  # their train_loss += avg_loss.item()
     return loss
@@ -150,8 +156,14 @@ def time_steps(loss_fn, params: list, device: torch.device, steps: int, bf16: bo
     return (time.perf_counter() - start) / steps * 1e3
 
 
-def measure(system: str, device: str = "cpu", batch: int = 2, steps: int = 5, bf16: bool = False,
-            overrides: list[str] | None = None) -> dict:
+def measure(
+    system: str,
+    device: str = "cpu",
+    batch: int = 2,
+    steps: int = 5,
+    bf16: bool = False,
+    overrides: list[str] | None = None,
+) -> dict:
     """ms per step: reference style, ours, ours from the cache; and the ratios reference / ours."""
     dev = torch.device(device)
     module, cfg = build_module(system, dev, list(overrides or []))
@@ -177,7 +189,18 @@ def measure(system: str, device: str = "cpu", batch: int = 2, steps: int = 5, bf
 
 
 def rows(results: list[dict]) -> list[list[str]]:
-    out = [["system", "batch", "reference ms", "ours ms", "ours cached ms", "ref/ours", "ref/cached", "ours/cached"]]
+    out = [
+        [
+            "system",
+            "batch",
+            "reference ms",
+            "ours ms",
+            "ours cached ms",
+            "ref/ours",
+            "ref/cached",
+            "ours/cached",
+        ]
+    ]
     for r in results:
         out.append([r["experiment"], str(r["batch"]), f"{r['reference_ms']:.1f}", f"{r['ours_ms']:.1f}",
                     f"{r['ours_cached_ms']:.1f}", f"{r['ours_speedup']:.2f}x", f"{r['cached_speedup']:.2f}x",
