@@ -62,7 +62,7 @@ def random_batch(system: str, module, cfg, batch: int, device: torch.device) -> 
     out: dict = {
         "sample_index": torch.arange(batch),
         "first_sample_index": 0,
-        "skipped": torch.zeros(batch, dtype=torch.int64),
+        "skipped": [{} for _ in range(batch)],
     }
     if system == "aa":
         out["pixel_values"] = torch.rand(batch, 3, t, h, w, generator=g) * 2 - 1

@@ -32,6 +32,8 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 DIFFUSERS_SPACINGS = ("leading", "trailing", "linspace")
 DYNAMICRAFTER_SPACINGS = ("uniform", "uniform_trailing")
 ENTRY_POINTS = ("train", "sample", "evaluate", "check")
+RERENDER_DTYPES = ("auto", "fp32", "fp16", "bf16")
+RERENDER_CONTROL_TYPES = ("canny", "hed")
 
 
 class ConfigError(ValueError):
@@ -112,6 +114,10 @@ def pair(check: Callable[[Any], bool], ordered: bool = False) -> Callable[[Any],
     return ok
 
 
+def nonempty_path(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
 def devices(v: Any) -> bool:
     if v == "auto" or v == -1 or positive_int(v):
         return True
@@ -169,6 +175,8 @@ TRAINER_RULES = [
     Rule("callbacks.nonfinite.action", one_of("skip", "stop"), "skip or stop", "stop"),
     Rule("callbacks.nonfinite.check_every_n_steps", positive_int, "a positive integer", "50"),
     Rule("callbacks.nonfinite.max_skipped", nullable(nonneg_int), "null (no limit) or an integer >= 0", "100"),
+    Rule("callbacks.skipped_samples.every_n_steps", positive_int, "a positive integer", "50"),
+    Rule("callbacks.preemption.check_every_n_steps", positive_int, "a positive integer", "10"),
 ]
 
 DATA_RULES = [
@@ -186,6 +194,7 @@ DATA_RULES = [
     Rule("data.decoded_cache_mb", nonneg_number, "a number >= 0 (MiB)", "0"),
     Rule("data.batches_per_epoch", positive_int, "a positive integer", "1000"),
     Rule("data.split_global_batch", boolean, "true or false", "false"),
+    Rule("data.resampled", boolean, "true or false", "true"),
     Rule("data.caption_key", lambda v: isinstance(v, str) and v != "", "a json field name",
          "motion_caption"),
     Rule("data.val.num_videos", nonneg_int, "an integer >= 0 (0 = no validation)", "4"),
@@ -235,6 +244,37 @@ SAMPLE_RULES = [
     Rule("sample.sampling.guidance_rescale", nullable(probability), "null or a number in [0, 1]", "0.7"),
     Rule("sample.sampling.timestep_spacing", nullable(one_of(*DYNAMICRAFTER_SPACINGS, *DIFFUSERS_SPACINGS)),
          "null or a timestep spacing", "uniform_trailing"),
+    # Rerender's key-frame translation weights (src/rerender/sd_loading.py, control_maps.py)
+    Rule("model.sd.checkpoint", nonempty_path, "an SD1.5 diffusers folder or .safetensors/.ckpt file",
+         "/weights/sd15/v1-5-pruned-emaonly.safetensors"),
+    Rule("model.sd.dtype", one_of(*RERENDER_DTYPES), "auto, fp32, fp16 or bf16", "auto"),
+    Rule("model.controlnet.control_type", one_of(*RERENDER_CONTROL_TYPES), "canny or hed", "hed"),
+    Rule("model.controlnet.checkpoint", nonempty_path, "a control_sd15_*.pth file or a diffusers ControlNet "
+         "folder", "/weights/controlnet/control_sd15_hed.pth"),
+    Rule("model.control_map.canny_low", nonneg_number, "a number >= 0 (8-bit scale)", "100"),
+    Rule("model.control_map.canny_high", nonneg_number, "a number >= 0 (8-bit scale)", "200"),
+    Rule("model.control_map.batch_size", positive_int, "a positive integer", "8"),
+]
+
+RERENDER_RULES = [  # Rerender's key-frame translation (conf/experiment/rerender.yaml); absent for other systems
+    Rule("model.sampling.num_steps", positive_int, "a positive integer (paper: 20 DDIM steps)", "20"),
+    Rule("model.sampling.guidance_scale", nonneg_number, "a number >= 0 (paper: 7.5)", "7.5"),
+    Rule("model.sampling.eta", probability, "a number in [0, 1]", "0.0"),
+    Rule("model.denoising_strength", nullable(lambda v: is_number(v) and 0 < v <= 1),
+         "null (start from pure noise) or an SDEdit strength in (0, 1]", "0.75"),
+    Rule("model.control_scale", nonneg_number, "a number >= 0 (ControlNet strength)", "1.0"),
+    *(Rule(f"model.windows.{name}", pair(probability, ordered=True), "[start, end] fractions, 0 <= start <= end <= 1",
+           example) for name, example in (("cross_attention", "[0.0,1.0]"), ("shape_fusion", "[0.0,0.1]"),
+                                          ("pixel_fusion", "[0.5,0.8]"), ("adain", "[0.8,1.0]"))),
+    Rule("model.pixel_fusion", one_of("official", "paper", "off"), "official, paper or off", "official"),
+    Rule("model.mask_strength", probability, "a number in [0, 1]", "0.5"),
+    Rule("model.inner_strength", probability, "a number in [0, 1]", "0.9"),
+    Rule("model.style_update_freq", positive_int, "a positive integer (key frames between style updates)", "1"),
+    Rule("model.store_dtype", one_of("float16", "bfloat16", "float32"), "float16, bfloat16 or float32", "float16"),
+    Rule("model.loose_cfattn", boolean, "true or false", "false"),
+    Rule("model.color_preserve", boolean, "true or false", "true"),
+    Rule("rerender.resolution", nullable(positive_int), "null (the video's size) or a positive integer (short side)",
+         "512"),
 ]
 
 _CLIP = [
@@ -377,7 +417,38 @@ def eval_cross_rules(cfg: DictConfig) -> list[Problem]:
     return problems
 
 
+def input_problems(cfg: DictConfig) -> list[Problem]:
+    """The sampling pipeline's declared inputs (src.inference.pipelines): one that is not set, or two set where
+    only one may be."""
+    from src.inference.pipelines import PIPELINES
+
+    pipeline = PIPELINES.get(_get(cfg, "model._target_"))
+    problems = []
+    for need in pipeline.inputs if pipeline is not None else ():
+        given = [key for key in need.keys if _get(cfg, key) is not None]
+        if not given:
+            problems.append(Problem(need.keys[0], None, need.expected, need.example))
+        elif need.exclusive and len(given) > 1:
+            first, extra = given[0], given[1]
+            problems.append(Problem(extra, _get(cfg, extra), f"null when {first} is set ({_get(cfg, first)!r}): "
+                                    f"give one of {', '.join(need.keys)}", "null"))
+    return problems
+
+
 # --- running the checks ---------------------------------------------------------------------------------------
+
+def rerender_control_rules(cfg: DictConfig) -> list[Problem]:
+    """The control maps must be the kind the ControlNet was trained on; Canny's hysteresis needs low <= high."""
+    problems = []
+    kind, maps = _get(cfg, "model.controlnet.control_type"), _get(cfg, "model.control_map.control_type")
+    if maps is not None and kind in RERENDER_CONTROL_TYPES and maps != kind:
+        problems.append(Problem("model.control_map.control_type", maps,
+                                f"the ControlNet's kind ({kind!r})", "${model.controlnet.control_type}"))
+    low, high = _get(cfg, "model.control_map.canny_low"), _get(cfg, "model.control_map.canny_high")
+    if nonneg_number(low) and nonneg_number(high) and low > high:
+        problems.append(Problem("model.control_map.canny_low", low, f"<= canny_high ({high})", str(min(100, high))))
+    return problems
+
 
 def _get(cfg: Any, key: str) -> Any:
     """The value at `key` (None when absent); an unresolvable interpolation raises a ConfigError naming it."""
@@ -443,21 +514,15 @@ def find_problems(cfg: DictConfig, entry: str) -> list[Problem]:
     stages = _stages(cfg)
     if entry in ("train", "check"):
         problems += _stage_choice(cfg, "stage", _get(cfg, "stage"), ("all",))
-        if not stages:
+        if not stages and not (entry == "check" and _get(cfg, "rerender") is not None):  # Rerender: no training
             problems.append(Problem("experiment", None, "an experiment with stages", "animate_anyone_demo"))
         for stage in stages:
             problems += _stage_problems(cfg, stage)
     if entry == "sample":
-        problems += apply_rules(cfg, SAMPLE_RULES)
+        problems += apply_rules(cfg, SAMPLE_RULES + RERENDER_RULES) + rerender_control_rules(cfg)
         stage = _get(cfg, "sample.stage")
         problems += _stage_choice(cfg, "sample.stage", stage, ("null",))
-        image, images = _get(cfg, "sample.image"), _get(cfg, "sample.images")
-        takes_images = str(_get(cfg, "model._target_") or "").endswith("DynamiCrafterModule") and _get(cfg, "rerender") is None
-        if takes_images and image is None and images is None:  # Animate Anyone takes sample.reference instead
-            problems.append(Problem("sample.image", None, "an image file (or sample.images=FOLDER)", "cat.png"))
-        if image is not None and images is not None:
-            problems.append(Problem("sample.images", images, f"null when sample.image is set ({image!r}): "
-                                    "give one file or one folder", "null"))
+        problems += input_problems(cfg)
         stage = stage if stage in stages else (stages[-1] if stages else None)
         if stage is not None:
             problems += _stage_problems(cfg, stage)

@@ -1,8 +1,11 @@
 """Every pretrained file a composed config names: the key that sets it, its path, where it is published, and how
 to get the tensor shapes the configured model expects from it (built on the meta device: nothing allocated).
 
-The table `TARGETS` maps each `_target_` that reads a pretrained file to its path parameter; the weights doctor
-(src/check.py) checks these files and the training run header lists them. Add a row with each new loader.
+The table `TARGETS` maps each `_target_` that reads a pretrained file to a `Target` row (its path parameter, where
+it is published, how to check its shapes); the weights doctor (src/check.py) checks these files and the training
+run header lists them. Add a row with each new loader, e.g.
+    "src.models.controlnet.load_controlnet": Target("folder", "src.models.controlnet:PUBLISHED_AT",
+                                                    diffusers_folder("diffusers.ControlNetModel")),
 """
 
 from __future__ import annotations
@@ -110,58 +113,82 @@ def i3d_file(path: Path) -> tuple[Shapes, Shapes] | None:
     return module_shapes(model), read_shapes(path)
 
 
+def hed_file(path: Path) -> tuple[Shapes, Shapes]:
+    from src.rerender.hed import HEDNet
+
+    with torch.device("meta"):
+        return module_shapes(HEDNet()), read_shapes(path)
+
+
 # --- where the files are named in config -------------------------------------------------------------------
 
-def _published(module: str, name: str) -> Callable[[DictConfig], str]:
-    def lookup(node: DictConfig) -> str:
+@dataclass(frozen=True)
+class Target:
+    """How one `_target_` names a pretrained file (a row of `TARGETS`).
+
+    param: the node's path parameter. published: where such a file is published, "module:CONSTANT" (a dict
+    constant is indexed by the node's `variant`, default raft_large) or a function of the node. shapes: how to
+    check the file's tensor shapes, a function of its path (see the builders above), or None for presence and
+    readability only; shapes_for instead when the check depends on the node. only_when: read only when this
+    holds for the node. optional: a null path is allowed (the part comes from elsewhere, e.g. model.checkpoint).
+    """
+
+    param: str
+    published: str | Callable[[DictConfig], str]
+    shapes: Callable[[Path], tuple[Shapes, Shapes] | None] | None = None
+    shapes_for: Callable[[DictConfig], Callable | None] | None = None
+    only_when: Callable[[DictConfig], bool] | None = None
+    optional: bool = False
+
+    def published_at(self, node: DictConfig) -> str:
+        if callable(self.published):
+            return self.published(node)
+        module, name = self.published.split(":")
         value = getattr(__import__(module, fromlist=[name]), name)
         return value[node.get("variant", "raft_large")] if isinstance(value, dict) else value
 
-    return lookup
+    def expected(self, node: DictConfig) -> Callable | None:
+        return self.shapes_for(node) if self.shapes_for is not None else self.shapes
 
 
-# _target_ -> (path parameter, published at, expected shapes given the node, or None)
-TARGETS: dict[str, tuple[str, Callable[[DictConfig], str], Callable[[DictConfig], Callable | None]]] = {
-    "src.models.weights.load_diffusers_model": (
-        "folder", lambda n: str(n.published_at), lambda n: diffusers_folder(str(n.cls.path))),
-    "src.models.codecs.VAECodec": (
-        "path", _published("src.models.codecs", "VAE_PUBLISHED_AT"),
-        lambda n: diffusers_folder("diffusers.AutoencoderKL")),
-    "src.models.image_encoders.HFClipImageEmbedder": (
-        "path", _published("src.models.image_encoders", "HF_CLIP_PUBLISHED_AT"), lambda n: hf_clip_folder),
-    "src.models.image_encoders.OpenClipImageEmbedder": (
-        "checkpoint", _published("src.models.image_encoders", "OPEN_CLIP_PUBLISHED_AT"), lambda n: None),
-    "src.models.motion.load_motion_adapter": (
-        "path", _published("src.models.motion", "MOTION_PUBLISHED_AT"), lambda n: motion_adapter),
-    "src.models.dynamicrafter.encoders.OpenClipTextEncoder": (
-        "checkpoint", _published("src.models.dynamicrafter.encoders", "OPEN_CLIP_H14_PUBLISHED_AT"), lambda n: None),
-    "src.models.dynamicrafter.encoders.OpenClipImageTokenEncoder": (
-        "checkpoint", _published("src.models.dynamicrafter.encoders", "OPEN_CLIP_H14_PUBLISHED_AT"), lambda n: None),
-    "src.trainers.dynamicrafter.DynamiCrafterModule": (
-        "checkpoint", _published("src.models.dynamicrafter.checkpoint", "PUBLISHED_AT"), dynamicrafter_checkpoint),
-    "src.eval.fvd.FrechetVideoDistance": ("weights_path", _published("src.eval.i3d", "I3D_PUBLISHED_AT"),
-                                          lambda n: i3d_file),
-    "src.eval.fvd.KernelVideoDistance": ("weights_path", _published("src.eval.i3d", "I3D_PUBLISHED_AT"),
-                                         lambda n: i3d_file),
-    "src.eval.lpips_metric.VideoLPIPS": (
-        "backbone_weights", lambda n: "torchvision: alexnet-owt-7be5be79.pth (AlexNet IMAGENET1K_V1)", lambda n: None),
-    "src.eval.pic.PerceptualInputConformity": (
-        "dreamsim_dir", _published("src.eval.dreamsim", "DREAMSIM_PUBLISHED_AT"), lambda n: None),
-    "src.eval.clip_metrics.FrameAccuracy": (
-        "checkpoint", _published("src.eval.clip_metrics", "CLIP_PUBLISHED_AT"), lambda n: None),
-    "src.eval.clip_metrics.TemporalConsistency": (
-        "checkpoint", _published("src.eval.clip_metrics", "CLIP_PUBLISHED_AT"), lambda n: None),
-    "src.eval.flow_metrics.WarpedPixelMSE": (
-        "checkpoint", _published("src.eval.flow_metrics", "RAFT_PUBLISHED_AT"), lambda n: None),
-    "src.models.animate_anyone_init.build_animate_anyone_net": (
-        "moore_dir", _published("src.models.moore", "MOORE_PUBLISHED_AT"), lambda n: None),
-    "src.models.animate_anyone_init.stage2_motion_adapter": (
-        "path", _published("src.models.motion", "MOTION_PUBLISHED_AT"), lambda n: motion_adapter),
-}
-# targets whose file is read only in some settings: the predicate says when
-ONLY_WHEN: dict[str, Callable[[DictConfig], bool]] = {
-    "src.models.animate_anyone_init.build_animate_anyone_net": lambda n: n.get("init") == "moore",
-    "src.models.animate_anyone_init.stage2_motion_adapter": lambda n: n.get("init") != "moore",  # Moore's own
+OPEN_CLIP_H14 = "src.models.dynamicrafter.encoders:OPEN_CLIP_H14_PUBLISHED_AT"
+I3D = "src.eval.i3d:I3D_PUBLISHED_AT"
+MOTION = "src.models.motion:MOTION_PUBLISHED_AT"
+CLIP = "src.eval.clip_metrics:CLIP_PUBLISHED_AT"
+
+#: every `_target_` that reads a pretrained file; add a row with each new loader
+TARGETS: dict[str, Target] = {
+    "src.models.weights.load_diffusers_model": Target(
+        "folder", lambda n: str(n.published_at), shapes_for=lambda n: diffusers_folder(str(n.cls.path))),
+    "src.models.codecs.VAECodec": Target(
+        "path", "src.models.codecs:VAE_PUBLISHED_AT", diffusers_folder("diffusers.AutoencoderKL")),
+    "src.models.image_encoders.HFClipImageEmbedder": Target(
+        "path", "src.models.image_encoders:HF_CLIP_PUBLISHED_AT", hf_clip_folder),
+    "src.models.image_encoders.OpenClipImageEmbedder": Target(
+        "checkpoint", "src.models.image_encoders:OPEN_CLIP_PUBLISHED_AT", optional=True),
+    "src.models.motion.load_motion_adapter": Target("path", MOTION, motion_adapter),
+    "src.models.dynamicrafter.encoders.OpenClipTextEncoder": Target("checkpoint", OPEN_CLIP_H14, optional=True),
+    "src.models.dynamicrafter.encoders.OpenClipImageTokenEncoder": Target("checkpoint", OPEN_CLIP_H14, optional=True),
+    "src.trainers.dynamicrafter.DynamiCrafterModule": Target(
+        "checkpoint", "src.models.dynamicrafter.checkpoint:PUBLISHED_AT", shapes_for=dynamicrafter_checkpoint),
+    "src.eval.fvd.FrechetVideoDistance": Target("weights_path", I3D, i3d_file),
+    "src.eval.fvd.KernelVideoDistance": Target("weights_path", I3D, i3d_file),
+    "src.eval.lpips_metric.VideoLPIPS": Target(
+        "backbone_weights", lambda n: "torchvision: alexnet-owt-7be5be79.pth (AlexNet IMAGENET1K_V1)"),
+    "src.eval.pic.PerceptualInputConformity": Target("dreamsim_dir", "src.eval.dreamsim:DREAMSIM_PUBLISHED_AT"),
+    "src.eval.clip_metrics.FrameAccuracy": Target("checkpoint", CLIP),
+    "src.eval.clip_metrics.TemporalConsistency": Target("checkpoint", CLIP),
+    "src.eval.flow_metrics.WarpedPixelMSE": Target("checkpoint", "src.eval.flow_metrics:RAFT_PUBLISHED_AT"),
+    "src.models.animate_anyone_init.build_animate_anyone_net": Target(
+        "moore_dir", "src.models.moore:MOORE_PUBLISHED_AT", only_when=lambda n: n.get("init") == "moore"),
+    "src.models.animate_anyone_init.stage2_motion_adapter": Target(
+        "path", MOTION, motion_adapter, only_when=lambda n: n.get("init") != "moore"),  # else Moore's own
+    "src.rerender.sd_loading.load_stable_diffusion": Target("checkpoint", "src.rerender.sd_loading:SD_PUBLISHED_AT"),
+    "src.rerender.sd_loading.load_controlnet": Target(
+        "checkpoint", lambda n: __import__("src.rerender.sd_loading", fromlist=["x"]).CONTROLNET_PUBLISHED_AT.get(
+            n.get("control_type"), "lllyasviel/ControlNet")),
+    "src.rerender.control_maps.ControlMapper": Target(
+        "hed_checkpoint", "src.rerender.hed:HED_PUBLISHED_AT", hed_file, only_when=lambda n: n.get("control_type") == "hed"),
 }
 CONFIG_KEY_PARAMS = ("config_key", "weights_config_key")
 
@@ -179,18 +206,14 @@ def find_slots(cfg: DictConfig, roots: tuple[str, ...]) -> list[Slot]:
     for root in roots:
         sub = OmegaConf.select(cfg, root)
         for path, node in _nodes(sub, root):
-            target = node.get("_target_") if "_target_" in node else None
-            if target not in TARGETS:
+            target = TARGETS.get(node.get("_target_")) if "_target_" in node else None
+            if target is None or target.param not in node or (target.only_when and not target.only_when(node)):
                 continue
-            param, published, expected = TARGETS[target]
-            if param not in node or not ONLY_WHEN.get(target, lambda n: True)(node):
+            value = node[target.param]
+            if value is None and target.optional:
                 continue
-            value = node[param]
-            key = next((str(node[p]) for p in CONFIG_KEY_PARAMS if p in node and node[p]), f"{path}.{param}")
-            if value is None and target.endswith(("OpenClipTextEncoder", "OpenClipImageTokenEncoder",
-                                                  "OpenClipImageEmbedder")):
-                continue  # optional: these towers come from model.checkpoint or a tiny config
-            slots.setdefault((key, value), Slot(key, value, published(node), expected(node)))
+            key = next((str(node[p]) for p in CONFIG_KEY_PARAMS if p in node and node[p]), f"{path}.{target.param}")
+            slots.setdefault((key, value), Slot(key, value, target.published_at(node), target.expected(node)))
     return list(slots.values())
 
 

@@ -82,7 +82,7 @@ class StageCacheWriter:
 
     def features(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The stored samples: the processed fields minus the frozen parts' inputs, plus the frozen features."""
-        batch = _to(self.collate([{**s, "skipped": 0} for s in samples]), self.device)
+        batch = _to(self.collate([{**s, "skipped": {}} for s in samples]), self.device)
         with torch.no_grad():
             features = self.module.frozen_features(batch)
         dropped = set(self.module.frozen_inputs) | {"skipped", "stream_position"}

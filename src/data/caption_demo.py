@@ -10,12 +10,11 @@ that never occur in training; both splits are balanced over the motions. Frames 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
-from src.data.demo_cache import DemoShards, describe_shards, ensure_generated
+from src.data.demo_cache import COMMON_INTS, DemoShards, demo_parser, describe_shards, ensure_generated
 from src.data.demo_scenes import MOTIONS, clip_motion, render_scene_clip
 from src.data.shards import ShardSetWriter
 from src.data.video_io import encode_mp4
@@ -119,31 +118,8 @@ def ensure_caption_demo_shards(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--root", required=True, help="folder that holds demo-<hash>/ datasets")
-    parser.add_argument("--num-train-videos", type=int, default=176)
-    parser.add_argument("--num-heldout-videos", type=int, default=8)
-    parser.add_argument("--num-frames", type=int, default=24)
-    parser.add_argument("--height", type=int, default=32)
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples-per-shard", type=int, default=64)
-    a = parser.parse_args(argv)
-    shards = ensure_caption_demo_shards(
-        a.root,
-        num_train_videos=a.num_train_videos,
-        num_heldout_videos=a.num_heldout_videos,
-        num_frames=a.num_frames,
-        height=a.height,
-        width=a.width,
-        fps=a.fps,
-        seed=a.seed,
-        samples_per_shard=a.samples_per_shard,
-    )
-    print(describe_shards("caption demo dataset", shards))
+    parser = demo_parser(__doc__, ensure_caption_demo_shards, (*COMMON_INTS, "height", "width"))
+    print(describe_shards("caption demo dataset", ensure_caption_demo_shards(**vars(parser.parse_args(argv)))))
     return 0
 
 

@@ -3,7 +3,7 @@
 Each clip is the first `num_frames` frames of a video at a fixed `stride` (frame 0 is the condition image,
 as at inference), resized/center-cropped to `size`, with its caption chosen as in training. Items have the
 training batch's keys: "video" `c t h w` float in [-1, 1], "caption", "frame_stride", "fps", "key",
-"skipped" (0), "caption_fallback". Only the needed frames are decoded, so long source videos are cheap.
+"skipped" ({}), "caption_fallback". Only the needed frames are decoded, so long source videos are cheap.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def caption_clip_item(
         "frame_stride": stride,
         "fps": fps / stride,
         "key": key,
-        "skipped": 0,
+        "skipped": {},
         "caption_fallback": fell_back,
     }
 

@@ -20,7 +20,14 @@ import torch
 from omegaconf import DictConfig
 
 from src.data.clip_sampling import ClipTooShort
-from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset
+from src.data.sample_stream import (
+    ExactBatchLoader,
+    SampleError,
+    ShardSampleDataset,
+    collate_skips,
+    require_entries,
+    stream_settings,
+)
 from src.data.shards import list_shards, read_meta
 from src.data.transforms import CropBox, crop_resize
 from src.data.video_io import decode_mp4, probe_mp4
@@ -92,7 +99,7 @@ class CaptionVideoDataset(ShardSampleDataset):
     """Iterable of DynamiCrafter training samples from `shards` (a folder, glob, brace pattern or list).
 
     Each sample: "video" float32 (3, T, H, W) in [-1, 1]; "caption" str; "frame_stride" int; "fps" float (the
-    clip's effective fps = source fps / stride); "key" str; "caption_fallback" bool; "skipped" int.
+    clip's effective fps = source fps / stride); "key" str; "caption_fallback" bool; "skipped" {reason: count}.
     """
 
     logger = logger
@@ -107,26 +114,17 @@ class CaptionVideoDataset(ShardSampleDataset):
         stride_range: tuple[int, int] | int = (1, 6),
         size: tuple[int, int] = (256, 256),
         caption_key: str = "caption",
-        seed: int = 0,
-        resampled: bool = True,
-        shuffle_buffer: int = 64,
-        max_consecutive_skips: int = 1000,
-        decoded_cache_mb: int = 0,
+        **stream: Any,
     ) -> None:
+        """`stream`: ShardSampleDataset's keywords (seed, resampled, shuffle_buffer, max_consecutive_skips,
+        decoded_cache_mb)."""
         lo, hi = (stride_range, stride_range) if isinstance(stride_range, int) else tuple(stride_range)
         if num_frames < 1 or not 1 <= lo <= hi:
             raise ValueError(
                 f"need num_frames >= 1 and 1 <= stride_range[0] <= stride_range[1], got {num_frames} and "
                 f"{stride_range}; set data.num_frames / data.stride_range (or a fixed data.stride)"
             )
-        super().__init__(
-            list_shards(shards),
-            seed=seed,
-            resampled=resampled,
-            shuffle_buffer=shuffle_buffer,
-            max_consecutive_skips=max_consecutive_skips,
-            decoded_cache_mb=decoded_cache_mb,
-        )
+        super().__init__(list_shards(shards), **stream)
         self.num_frames = int(num_frames)
         self.stride_range = (int(lo), int(hi))
         self.size = (int(size[0]), int(size[1]))
@@ -156,12 +154,7 @@ class CaptionVideoDataset(ShardSampleDataset):
 
     def process(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Decode, sample, crop and caption one raw shard sample; raises on any defect (the caller skips it)."""
-        for entry in ("mp4", "json"):
-            if entry not in raw:
-                raise SampleError(
-                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
-                    reason=f"missing_{entry}",
-                )
+        require_entries(raw, ("mp4", "json"))
         meta = read_meta(raw["json"])
         caption, fell_back = choose_caption(meta, self.caption_key)
         frames, stride, probed_fps = self._frames(raw, rng)
@@ -179,14 +172,15 @@ class CaptionVideoDataset(ShardSampleDataset):
 
 
 def collate_caption_video(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack videos; captions and keys as lists; stride/skipped int64, fps float32, caption_fallback bool."""
+    """Stack videos; captions, keys and "skipped" ({reason: count}) as lists; stride int64, fps float32,
+    caption_fallback bool."""
     return {
         "video": torch.stack([s["video"] for s in samples]),
         "caption": [s["caption"] for s in samples],
         "frame_stride": torch.tensor([int(s["frame_stride"]) for s in samples], dtype=torch.int64),
         "fps": torch.tensor([float(s["fps"]) for s in samples], dtype=torch.float32),
         "key": [s["key"] for s in samples],
-        "skipped": torch.tensor([int(s.get("skipped", 0)) for s in samples], dtype=torch.int64),
+        "skipped": collate_skips(samples),
         "caption_fallback": torch.tensor([bool(s.get("caption_fallback", False)) for s in samples]),
     }
 
@@ -205,18 +199,7 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         stride_range=stride_range_of(data),
         size=tuple(data.size),
         caption_key=data.caption_key,
-        seed=seed,
-        resampled=True,
-        shuffle_buffer=data.shuffle_buffer,
-        decoded_cache_mb=data.get("decoded_cache_mb", 0),
+        **stream_settings(data, seed),
     )
     dataset.augmentation_seed = data.get("augmentation_seed")
-    return ExactBatchLoader(
-        dataset,
-        collate_fn=collate_caption_video,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        batches_per_epoch=data.batches_per_epoch,
-        seed=seed,
-        split_global_batch=bool(data.get("split_global_batch", False)),
-    )
+    return ExactBatchLoader.from_config(dataset, data, seed, collate_caption_video)

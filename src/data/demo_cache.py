@@ -7,17 +7,19 @@ the arguments (and whatever the generator reports, e.g. its seeds); a set is reu
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import inspect
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STAMP_NAME", "DemoShards", "describe_shards", "ensure_generated"]
+__all__ = ["STAMP_NAME", "DemoShards", "demo_parser", "describe_shards", "ensure_generated"]
 
 STAMP_NAME = "stamp.json"
 
@@ -94,3 +96,18 @@ def describe_shards(title: str, shards: DemoShards, list_paths: bool = False) ->
         lines.append(f"  {split}: {manifest['total_samples']} videos in {len(paths)} shards")
         lines += [f"    {path}" for path in paths] if list_paths else []
     return "\n".join(lines)
+
+
+#: the integer options both demo generators take
+COMMON_INTS = ("num_train_videos", "num_heldout_videos", "num_frames", "fps", "seed", "samples_per_shard")
+
+
+def demo_parser(doc: str, generate: Callable[..., DemoShards], ints: Sequence[str]) -> argparse.ArgumentParser:
+    """The CLI of a demo generator: `--root` and an integer `--<name>` per keyword of `generate` in `ints`, each
+    defaulting to `generate`'s own default (so the two cannot disagree); `generate(**vars(parsed))` runs it."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="folder that holds demo-<hash>/ datasets")
+    defaults = inspect.signature(generate).parameters
+    for name in ints:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name].default)
+    return parser

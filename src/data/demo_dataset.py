@@ -11,13 +11,12 @@ yuv444p H.264 at a low CRF so the thin skeleton colours survive.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from src.data.demo_cache import DemoShards, describe_shards, ensure_generated
+from src.data.demo_cache import COMMON_INTS, DemoShards, demo_parser, describe_shards, ensure_generated
 from src.data.demo_characters import BACKGROUND_KINDS, render_demo_video
 from src.data.shards import ShardSetWriter, encode_npz
 from src.data.video_io import encode_mp4
@@ -122,30 +121,9 @@ def ensure_demo_shards(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--root", required=True, help="folder that holds demo-<hash>/ datasets")
-    parser.add_argument("--num-train-videos", type=int, default=96)
-    parser.add_argument("--num-heldout-videos", type=int, default=8)
-    parser.add_argument("--num-frames", type=int, default=24)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples-per-shard", type=int, default=32)
+    parser = demo_parser(__doc__, ensure_demo_shards, (*COMMON_INTS, "size"))
     parser.add_argument("--backgrounds", nargs="+", default=list(BACKGROUND_KINDS[:4]), choices=BACKGROUND_KINDS)
-    args = parser.parse_args(argv)
-    shards = ensure_demo_shards(
-        args.root,
-        num_train_videos=args.num_train_videos,
-        num_heldout_videos=args.num_heldout_videos,
-        num_frames=args.num_frames,
-        size=args.size,
-        fps=args.fps,
-        seed=args.seed,
-        samples_per_shard=args.samples_per_shard,
-        backgrounds=args.backgrounds,
-    )
+    shards = ensure_demo_shards(**vars(parser.parse_args(argv)))
     print(describe_shards("demo dataset", shards, list_paths=True))
     return 0
 

@@ -31,7 +31,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from src import atomic_io
-from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset
+from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset, stream_settings
 
 __all__ = [
     "CACHE_VERSION",
@@ -237,18 +237,8 @@ def collate_cached(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def loader_from_config(data: DictConfig, key: dict[str, Any], seed: int) -> ExactBatchLoader:
     """The training loader over a checked cache (`key` from check_key): the raw loader's stream machinery (shard
     order, shuffle, lanes, resume) over the cache shards."""
-    dataset = CachedSampleDataset(
-        cache_shards(data.cache, key), seed=seed, resampled=True, shuffle_buffer=data.shuffle_buffer
-    )
-    return ExactBatchLoader(
-        dataset,
-        collate_fn=collate_cached,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        batches_per_epoch=data.batches_per_epoch,
-        seed=seed,
-        split_global_batch=bool(data.get("split_global_batch", False)),
-    )
+    dataset = CachedSampleDataset(cache_shards(data.cache, key), **stream_settings(data, seed))
+    return ExactBatchLoader.from_config(dataset, data, seed, collate_cached)
 
 
 def run_cache_key(cfg: DictConfig, module: torch.nn.Module, raw_shards: Sequence[str]) -> dict[str, Any]:

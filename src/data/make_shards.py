@@ -7,6 +7,9 @@ num_frames, fps, height, width and source. Missing or mismatched pose videos and
 short videos are skipped and listed, with reasons, in the manifest.
 
     python -m src.data.make_shards --videos data/ubc/train --out shards/ubc_train --maxcount 500
+
+With --extract-poses, the pose folder is first filled by DWPose (src.data.extract_poses, same flags: --det-model,
+--pose-model, ...): raw dance videos go straight to shards. Videos already extracted there are not redone.
 """
 
 from __future__ import annotations
@@ -20,27 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.data.shards import ShardSetWriter
+from src.data.shards import ShardSetWriter, add_shard_output_arguments, shard_output_settings
+from src.data.video_folders import default_pose_dir, find_videos
 from src.data.video_io import VideoDecodeError, probe_mp4
 
 __all__ = ["default_pose_dir", "find_videos", "key_from_relative_path", "main", "make_shards"]
-
-VIDEO_SUFFIXES = (".mp4",)
-
-
-def default_pose_dir(videos: str | Path) -> Path:
-    """`<videos>_dwpose`, the sibling folder DWPose extraction scripts write."""
-    videos = Path(videos).resolve()
-    return videos.with_name(videos.name + "_dwpose")
-
-
-def find_videos(root: str | Path) -> list[Path]:
-    """All .mp4 files under `root`, as sorted paths relative to it."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"video folder {root} does not exist; pass --videos DIR with .mp4 files")
-    return sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-
 
 def key_from_relative_path(relative: str | Path) -> str:
     """Dot-free sample key: 'dance/a.b.mp4' -> 'dance__a_b' (slashes -> '__', other odd chars -> '_')."""
@@ -122,7 +109,7 @@ def make_shards(
     if not poses.is_dir():
         raise FileNotFoundError(
             f"pose folder {poses} does not exist; extract DWPose videos there (same relative paths as "
-            f"{videos}) or pass --poses DIR"
+            f"{videos}: add --extract-poses, or run python -m src.data.extract_poses) or pass --poses DIR"
         )
     relatives = find_videos(videos)
     if not relatives:
@@ -170,31 +157,39 @@ def make_shards(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # imported here: extract_poses imports this module
+    from src.data.extract_poses import add_extractor_args, config_from_args, extract_poses
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--videos", required=True, help="folder of .mp4 videos (searched recursively)")
     parser.add_argument("--poses", default=None, help="folder of pose videos (default: <videos>_dwpose)")
     parser.add_argument("--out", required=True, help="output folder for the .tar shards and manifest.json")
-    parser.add_argument("--maxcount", type=int, default=1000, help="max samples per shard")
-    parser.add_argument(
-        "--maxsize", type=float, default=1e9, help="max bytes per shard (may overshoot by one sample)"
-    )
-    parser.add_argument("--prefix", default="shard", help="shard file prefix: <prefix>-000000.tar")
+    add_shard_output_arguments(parser)
     parser.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames")
     parser.add_argument("--workers", type=int, default=4, help="threads probing videos")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing <prefix>-*.tar in --out")
+    parser.add_argument(
+        "--extract-poses", action="store_true", help="run DWPose first, writing the pose videos into --poses"
+    )
+    parser.add_argument("--extract-workers", type=int, default=1, help="DWPose processes (--extract-poses)")
+    add_extractor_args(parser)
     args = parser.parse_args(argv)
+    if args.extract_poses:
+        extract_poses(
+            args.videos,
+            config_from_args(args),
+            args.poses if args.poses is not None else default_pose_dir(args.videos),
+            workers=args.extract_workers,
+            min_detected=args.min_detected,
+        )
     make_shards(
         args.videos,
         args.out,
         poses=args.poses,
-        maxcount=args.maxcount,
-        maxsize=args.maxsize,
-        prefix=args.prefix,
         min_frames=args.min_frames,
         workers=args.workers,
-        overwrite=args.overwrite,
+        **shard_output_settings(args),
     )
     return 0
 

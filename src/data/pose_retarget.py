@@ -67,3 +67,21 @@ def rescale_pose(reference: np.ndarray, driving: np.ndarray) -> np.ndarray:
         # a child whose parent is missing in this frame: place it relative to the neck at the overall scale
         out[orphan, child] = out[orphan, ROOT] + overall * (drv[orphan, child] - drv[orphan, ROOT])
     return out
+
+
+LEFT_WRIST, RIGHT_WRIST, NOSE = 7, 4, 0
+
+
+def follow_body(driving: np.ndarray, moved: np.ndarray, points: np.ndarray, anchor: int) -> np.ndarray:
+    """Points attached to one body joint (a hand to its wrist, the face to the nose), moved with it: (T, K, 2|3)
+    translated with the anchor from `driving` (T, 18, 2|3) to `moved` (T, 18, 2) and scaled about it by the
+    median bone ratio moved / driving. Scores are kept; NaN where the anchor is missing."""
+    drv = _points(driving, 1, "driving")
+    out = np.array(points, dtype=np.float64, copy=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = bone_lengths(moved) / bone_lengths(drv)
+    known = np.isfinite(ratios) & (ratios > 0)
+    scale = float(np.median(ratios[known])) if known.any() else 1.0
+    offset = out[..., :2] - drv[:, None, anchor]
+    out[..., :2] = moved[:, None, anchor] + scale * offset
+    return out

@@ -35,7 +35,10 @@ from src.data.sample_stream import (
     SampleError,
     ShardSampleDataset,
     TooManySkips,
+    collate_skips,
     get_rank_and_world_size,
+    require_entries,
+    stream_settings,
 )
 from src.data.shards import list_shards
 from src.data.transforms import PairedRandomResizedCrop
@@ -43,7 +46,6 @@ from src.data.video_io import VideoInfo, decode_mp4, probe_mp4
 
 __all__ = [
     "PoseVideoDataset",
-    "PoseVideoLoader",
     "SampleError",
     "TooManySkips",
     "build_loader",
@@ -61,7 +63,7 @@ class PoseVideoDataset(ShardSampleDataset):
     """Iterable of per-sample dicts for Animate Anyone training.
 
     Each sample: "pixel_values" float32 (3, T, H, W) in [-1, 1]; "pose" float32 (3, T, H, W) in [0, 1];
-    "reference" float32 (3, H, W) in [-1, 1]; "key" str; "skipped" int. Random draws come from a
+    "reference" float32 (3, H, W) in [-1, 1]; "key" str; "skipped" {reason: count}. Random draws come from a
     numpy Generator seeded by (seed, rank, worker id, epoch, pass), so streams are reproducible.
     """
 
@@ -79,24 +81,15 @@ class PoseVideoDataset(ShardSampleDataset):
         size: tuple[int, int] = (512, 512),
         crop_scale: tuple[float, float] = (0.9, 1.0),
         crop_ratio: tuple[float, float] = (0.9, 1.0),
-        seed: int = 0,
-        resampled: bool = True,
-        shuffle_buffer: int = 64,
-        max_consecutive_skips: int = 1000,
-        decoded_cache_mb: int = 0,
+        **stream: Any,
     ) -> None:
+        """`stream`: ShardSampleDataset's keywords (seed, resampled, shuffle_buffer, max_consecutive_skips,
+        decoded_cache_mb)."""
         if num_frames < 1 or stride < 1 or margin < 0:
             raise ValueError(
                 f"need num_frames >= 1, stride >= 1 and margin >= 0, got {num_frames}, {stride}, {margin}"
             )
-        super().__init__(
-            shards,
-            seed=seed,
-            resampled=resampled,
-            shuffle_buffer=shuffle_buffer,
-            max_consecutive_skips=max_consecutive_skips,
-            decoded_cache_mb=decoded_cache_mb,
-        )
+        super().__init__(shards, **stream)
         self.num_frames = int(num_frames)
         self.stride = int(stride)
         self.margin = int(margin)
@@ -156,12 +149,7 @@ class PoseVideoDataset(ShardSampleDataset):
 
     def process(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Decode, sample and crop one raw shard sample; raises on any defect (the caller skips it)."""
-        for entry in ("mp4", "pose.mp4"):
-            if entry not in raw:
-                raise SampleError(
-                    f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
-                    reason=f"missing_{entry}",
-                )
+        require_entries(raw, ("mp4", "pose.mp4"))
         if self.cache.enabled:
             frames, pose, reference = self._from_cache(raw, rng)
         else:
@@ -170,98 +158,30 @@ class PoseVideoDataset(ShardSampleDataset):
         return {"pixel_values": pixel_values, "pose": pose_t, "reference": reference_t, "key": raw["__key__"]}
 
 
-def build_pose_video_dataset(
-    shards: str | Sequence[str],
-    *,
-    num_frames: int,
-    stride: int = 4,
-    margin: int = 30,
-    size: tuple[int, int] = (512, 512),
-    crop_scale: tuple[float, float] = (0.9, 1.0),
-    crop_ratio: tuple[float, float] = (0.9, 1.0),
-    seed: int = 0,
-    resampled: bool = True,
-    shuffle_buffer: int = 64,
-    max_consecutive_skips: int = 1000,
-    decoded_cache_mb: int = 0,
-) -> PoseVideoDataset:
-    """Resolve `shards` (folder, glob, brace pattern or list) and build the training dataset."""
-    return PoseVideoDataset(
-        list_shards(shards),
-        num_frames=num_frames,
-        stride=stride,
-        margin=margin,
-        size=tuple(size),
-        crop_scale=tuple(crop_scale),
-        crop_ratio=tuple(crop_ratio),
-        seed=seed,
-        resampled=resampled,
-        shuffle_buffer=shuffle_buffer,
-        max_consecutive_skips=max_consecutive_skips,
-        decoded_cache_mb=decoded_cache_mb,
-    )
+def build_pose_video_dataset(shards: str | Sequence[str], **settings: Any) -> PoseVideoDataset:
+    """Resolve `shards` (folder, glob, brace pattern or list) and build the training dataset (`settings`:
+    PoseVideoDataset's keywords)."""
+    return PoseVideoDataset(list_shards(shards), **settings)
 
 
 def collate_pose_video(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, keep keys as a list and make "skipped" an int64 tensor (one entry per sample)."""
+    """Stack tensors; keys and "skipped" ({reason: count} per sample) as lists."""
     return {
         "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
         "pose": torch.stack([s["pose"] for s in samples]),
         "reference": torch.stack([s["reference"] for s in samples]),
         "key": [s["key"] for s in samples],
-        "skipped": torch.tensor([int(s["skipped"]) for s in samples], dtype=torch.int64),
+        "skipped": collate_skips(samples),
     }
 
 
-class PoseVideoLoader(ExactBatchLoader):
-    """Yields exactly `batches_per_epoch` collated pose-video batches per rank and epoch."""
-
-    def __init__(
-        self,
-        dataset: PoseVideoDataset,
-        *,
-        batch_size: int,
-        num_workers: int,
-        batches_per_epoch: int,
-        seed: int,
-        pin_memory: bool = False,
-        split_global_batch: bool = False,
-    ) -> None:
-        super().__init__(
-            dataset,
-            collate_fn=collate_pose_video,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            batches_per_epoch=batches_per_epoch,
-            seed=seed,
-            pin_memory=pin_memory,
-            split_global_batch=split_global_batch,
-        )
+def build_loader(dataset: PoseVideoDataset, **settings: Any) -> ExactBatchLoader:
+    """A loader yielding exactly `batches_per_epoch` collated pose-video batches per rank and epoch (`settings`:
+    ExactBatchLoader's keywords but collate_fn)."""
+    return ExactBatchLoader(dataset, collate_fn=collate_pose_video, **settings)
 
 
-def build_loader(
-    dataset: PoseVideoDataset,
-    *,
-    batch_size: int,
-    num_workers: int,
-    batches_per_epoch: int,
-    seed: int,
-    pin_memory: bool = False,
-    split_global_batch: bool = False,
-) -> PoseVideoLoader:
-    """A loader yielding exactly `batches_per_epoch` collated batches per rank and epoch."""
-    return PoseVideoLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        batches_per_epoch=batches_per_epoch,
-        seed=seed,
-        pin_memory=pin_memory,
-        split_global_batch=split_global_batch,
-    )
-
-
-def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int) -> PoseVideoLoader:
+def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int) -> ExactBatchLoader:
     """The training loader from a `data:` config (conf/data/animate_anyone.yaml); `seed` is per rank."""
     dataset = build_pose_video_dataset(
         shards,
@@ -271,20 +191,10 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         size=tuple(data.size),
         crop_scale=tuple(data.crop_scale),
         crop_ratio=tuple(data.crop_ratio),
-        seed=seed,
-        resampled=True,
-        shuffle_buffer=data.shuffle_buffer,
-        decoded_cache_mb=data.get("decoded_cache_mb", 0),
+        **stream_settings(data, seed),
     )
     dataset.augmentation_seed = data.get("augmentation_seed")
-    return build_loader(
-        dataset,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        batches_per_epoch=data.batches_per_epoch,
-        seed=seed,
-        split_global_batch=bool(data.get("split_global_batch", False)),
-    )
+    return ExactBatchLoader.from_config(dataset, data, seed, collate_pose_video)
 
 
 def load_heldout_videos(

@@ -28,7 +28,15 @@ from typing import Any
 from webdataset.tariterators import tarfile_samples
 
 from src import atomic_io
-from src.data.shards import MANIFEST_NAME, BadSampleJson, ShardSetWriter, list_shards, read_meta
+from src.data.shards import (
+    MANIFEST_NAME,
+    BadSampleJson,
+    ShardSetWriter,
+    add_shard_output_arguments,
+    list_shards,
+    read_meta,
+    shard_output_settings,
+)
 
 __all__ = [
     "CAPTION_FIELDS",
@@ -300,10 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(DEFAULT_NULL_VALUES),
         help="comma-separated values that mean 'no caption' (case-insensitive)",
     )
-    parser.add_argument("--prefix", default="shard", help="output shards are <prefix>-%%06d.tar")
-    parser.add_argument("--maxcount", type=int, default=1000, help="max samples per shard")
-    parser.add_argument("--maxsize", type=float, default=1e9, help="max bytes per shard")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing <prefix>-*.tar in --out")
+    add_shard_output_arguments(parser)
     args = parser.parse_args(argv)
     table = read_captions_table(
         args.captions,
@@ -313,15 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         null_values=args.null_values.split(","),
     )
     shards = args.shards[0] if len(args.shards) == 1 else args.shards
-    recaption_shards(
-        shards,
-        table,
-        args.out,
-        prefix=args.prefix,
-        maxcount=args.maxcount,
-        maxsize=args.maxsize,
-        overwrite=args.overwrite,
-    )
+    recaption_shards(shards, table, args.out, **shard_output_settings(args))
     return 0
 
 

@@ -1,10 +1,11 @@
 """Shared machinery of the training data pipelines: shard streams per (rank, worker), skip guard, exact batch counts.
 
 `ShardSampleDataset` streams raw webdataset samples (dicts of bytes) from shards and turns each into a
-training sample with the subclass's `process(raw, rng)`. Bad samples are skipped, logged and counted in
-the next yielded sample's "skipped" field. Each (rank, worker) draws shards itself (resampled, the
-training default) or takes a disjoint slice of them (resampled=False); webdataset's `single_node_only`
-splitter is never used, and `ExactBatchLoader` yields exactly `batches_per_epoch` batches per rank, so
+training sample with the subclass's `process(raw, rng)`. Bad samples are skipped, logged and counted per
+reason in the next yielded sample's "skipped" field ({reason: count}): the batches are the one channel from
+DataLoader worker processes back to training, where src.trainers.skipped_samples sums them over ranks.
+Each (rank, worker) draws shards itself (resampled, the training default) or takes a disjoint slice of them
+(resampled=False); webdataset's `single_node_only` splitter is never used, and `ExactBatchLoader` yields exactly `batches_per_epoch` batches per rank, so
 DDP ranks never hang waiting for each other. Layouts are the subclasses' (they state them).
 """
 
@@ -33,8 +34,11 @@ __all__ = [
     "ShardSampleDataset",
     "SkipGuard",
     "TooManySkips",
+    "collate_skips",
     "get_rank_and_world_size",
+    "require_entries",
     "shuffled",
+    "stream_settings",
 ]
 
 _log = logging.getLogger(__name__)
@@ -50,10 +54,26 @@ class SampleError(ValueError):
         self.reason = reason
 
 
+def require_entries(raw: dict[str, Any], entries: Sequence[str]) -> None:
+    """Raise SampleError (counted as "missing_<entry>") unless the raw shard sample has every entry."""
+    for entry in entries:
+        if entry not in raw:
+            raise SampleError(
+                f"missing '{entry}' entry (has {sorted(k for k in raw if not k.startswith('__'))})",
+                reason=f"missing_{entry}",
+            )
+
+
 def skip_reason(exc: BaseException) -> str:
     """The category a failed sample is counted under: the error's `reason` (SampleError, VideoDecodeError,
     ClipTooShort carry one), else the exception's type name (an unexpected failure, still named)."""
     return str(getattr(exc, "reason", None) or type(exc).__name__)
+
+
+def collate_skips(samples: Sequence[dict[str, Any]]) -> list[dict[str, int]]:
+    """A batch's "skipped" entry: one {reason: count} per sample (a list, so a rank's slice of a global batch
+    keeps exactly its samples' skips; src.trainers.skipped_samples sums them)."""
+    return [{str(k): int(v) for k, v in (s.get("skipped") or {}).items()} for s in samples]
 
 
 class TooManySkips(RuntimeError):
@@ -114,7 +134,7 @@ class SkipGuard:
         self.logger = logger or _log
         self.hint = hint
         self.entries = entries
-        self.since_yield = 0
+        self.pending: Counter[str] = Counter()  # skips since the last yield, per reason
         self.consecutive = 0
         self.shard_opens = 0
         self.last_reasons: list[str] = []
@@ -123,7 +143,7 @@ class SkipGuard:
     def skip(self, key: str, reason: str, category: str = "bad_sample") -> None:
         self.logger.warning("skipping sample %s: %s", key, reason)
         self.counts[category] += 1
-        self.since_yield += 1
+        self.pending[category] += 1
         self.consecutive += 1
         self.last_reasons = (self.last_reasons + [f"{key}: {reason}"])[-3:]
         if self.consecutive >= self.limit:
@@ -149,11 +169,10 @@ class SkipGuard:
         """A sample was usable: the shards are not hopeless."""
         self.consecutive = self.shard_opens = 0
 
-    def yielded(self) -> int:
-        """The skips to report with the sample being yielded (those since the last yield)."""
-        count = self.since_yield
-        self.since_yield = 0
-        return count
+    def yielded(self) -> dict[str, int]:
+        """The skips since the previous call, per reason (they ride on a sample being yielded); resets."""
+        pending, self.pending = dict(self.pending), Counter()
+        return pending
 
 
 @dataclass
@@ -174,6 +193,16 @@ class IterState:
     own_lanes: tuple[int, int] = (0, 1)
     resume: dict[tuple[int, int], int] = field(default_factory=dict)
     worker_offset: int = 0
+
+
+def stream_settings(data: Any, seed: int) -> dict[str, Any]:
+    """`ShardSampleDataset`'s stream keywords from a `data:` config; `seed` is per rank."""
+    return {
+        "seed": seed,
+        "resampled": bool(data.get("resampled", True)),
+        "shuffle_buffer": data.shuffle_buffer,
+        "decoded_cache_mb": data.get("decoded_cache_mb", 0),
+    }
 
 
 class ShardSampleDataset(IterableDataset):
@@ -307,7 +336,10 @@ class ShardSampleDataset(IterableDataset):
         )
         first, last = state.own_lanes
         queues: dict[int, deque] = {lane: deque() for lane in range(first, last)}
+        carried: dict[int, Counter[str]] = {}  # per lane: skips not yet on a sample
+        stream_skips: Counter[str] = Counter()  # broken tars: met by every rank reading this stream
         for position, raw in enumerate(self._raw_samples(np.random.default_rng(base), guard)):
+            stream_skips.update(guard.yielded())
             lane = position % state.lanes
             if lane not in queues or position < state.resume.get((worker, lane), 0):
                 continue  # another rank's lane, or consumed before the checkpoint: never decoded
@@ -318,8 +350,14 @@ class ShardSampleDataset(IterableDataset):
                 guard.skip(
                     f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}", skip_reason(exc)
                 )
+                carried.setdefault(lane, Counter()).update(guard.yielded())
                 continue
             guard.processed()
+            # the skips ride on the next usable sample of the lane they happened in: a checkpoint that holds this
+            # sample's position also holds theirs, so a resume neither recounts nor loses them
+            # (the stream's own skips ride with the rank holding lane 0, so N ranks report a broken tar once)
+            sample["skipped"] = dict(carried.pop(lane, Counter()) + (stream_skips if first == 0 else Counter()))
+            stream_skips = Counter()
             sample["stream_position"] = (worker, lane, position + 1)
             queues[lane].append(sample)
             if len(queues[lane]) > self.max_consecutive_skips:
@@ -329,13 +367,18 @@ class ShardSampleDataset(IterableDataset):
                 )
             while all(queues.values()):  # one round: a sample per owned lane, in lane order
                 for queue in queues.values():
-                    ready = queue.popleft()
-                    ready["skipped"] = guard.yielded()
-                    yield ready
-        if guard.since_yield:
+                    yield queue.popleft()
+        unreported = stream_skips + Counter(guard.yielded()) if first == 0 else Counter()
+        for counts in carried.values():
+            unreported.update(counts)
+        for queue in queues.values():
+            for sample in queue:
+                unreported.update(sample["skipped"])
+        if unreported:
             self.logger.warning(
-                "%d skipped samples at the end of a finite pass were not reported in a batch",
-                guard.since_yield,
+                "%d skipped samples at the end of a finite pass were not reported in a batch: %s",
+                sum(unreported.values()),
+                dict(unreported),
             )
 
 
@@ -409,6 +452,26 @@ class ExactBatchLoader:
         self._consumed: dict[tuple[int, int], int] = {}
         self._resume: tuple[int, int, dict[tuple[int, int], int] | None] | None = None
 
+    @classmethod
+    def from_config(
+        cls,
+        dataset: ShardSampleDataset,
+        data: Any,
+        seed: int,
+        collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]],
+    ) -> ExactBatchLoader:
+        """The training loader from a `data:` config (batch_size, num_workers, batches_per_epoch,
+        split_global_batch); `seed` is per rank."""
+        return cls(
+            dataset,
+            collate_fn=collate_fn,
+            batch_size=data.batch_size,
+            num_workers=data.num_workers,
+            batches_per_epoch=data.batches_per_epoch,
+            seed=seed,
+            split_global_batch=bool(data.get("split_global_batch", False)),
+        )
+
     def __len__(self) -> int:
         return self.batches_per_epoch
 
@@ -463,7 +526,12 @@ class ExactBatchLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at a saved position: the next iteration starts in the saved pass and passes over the raw
         samples already used without decoding them (or, for a state without this rank's positions, from an
-        older format or another world size, replays the epoch's stream and drops the batches already used)."""
+        older format or another world size, replays the epoch's stream and drops the batches already used).
+
+        A position at the end of an epoch stays in that epoch: its iteration yields nothing, and the next epoch's
+        stream starts whole at the iteration after. (Lightning, resumed from a checkpoint written on an epoch's
+        last batch, may first ask for that epoch's remainder; rolling over to the next epoch here made that one
+        request take the next epoch's first batch and the following iteration start the epoch after.)"""
         epoch, batches = int(state["epoch"]), int(state["batches"])
         rank, _ = get_rank_and_world_size()
         positions = state.get("positions", {}).get(rank)
@@ -474,8 +542,6 @@ class ExactBatchLoader:
         )
         pass_index = int(state.get("pass", 0)) if resume is not None else 0
         in_pass = int(state.get("pass_batches", batches)) if resume is not None else 0
-        if batches >= self.batches_per_epoch:
-            epoch, batches, pass_index, in_pass, resume = epoch + 1, 0, 0, 0, {}
         self.epoch = epoch
         self._resume = (batches, pass_index, in_pass, resume)
 
@@ -517,11 +583,13 @@ class ExactBatchLoader:
         self.epoch += 1
         skip, pass_index, in_pass, resume = self._resume or (0, 0, 0, {})
         self._resume = None
+        self._position = (epoch, skip, pass_index, in_pass)
+        self._consumed = dict(resume or {})
+        if skip >= self.batches_per_epoch:
+            return  # resumed at the end of this epoch: nothing of it is left (and nothing to replay)
         # without positions for this rank (an older checkpoint, another world size): decode and drop `skip` batches
         replay = 0 if resume is not None else skip
         produced = skip if resume is not None else 0
-        self._consumed = dict(resume or {})
-        self._position = (epoch, skip, pass_index, in_pass)
         rank, world = get_rank_and_world_size()
         while produced < self.batches_per_epoch:
             batches = iter(self._pass(epoch, pass_index, rank, world, self._consumed, in_pass))

@@ -8,6 +8,7 @@ and bytes, the total, the inputs that were skipped (with reasons) and the creati
 
 from __future__ import annotations
 
+import argparse
 import glob
 import io
 import json
@@ -25,6 +26,8 @@ import webdataset as wds
 from src import atomic_io
 
 __all__ = [
+    "add_shard_output_arguments",
+    "shard_output_settings",
     "MANIFEST_NAME",
     "ShardSetWriter",
     "encode_npz",
@@ -185,6 +188,33 @@ def read_meta(data: bytes) -> dict[str, Any]:
 def skip_reason_counts(skipped: list[dict[str, str]]) -> dict[str, int]:
     """Counts per reason kind: the text before the first ':' of each skip's reason ("too_short: 1 frame")."""
     return dict(sorted(Counter(item["reason"].split(":", 1)[0] for item in skipped).items()))
+
+
+def add_shard_output_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    prefix: str = "shard",
+    prefix_help: str = "shard files are <prefix>-000000.tar",
+    overwrite_help: str = "replace existing <prefix>-*.tar in --out",
+) -> None:
+    """--maxcount, --maxsize, --prefix and --overwrite, as every shard-writing CLI takes them; pass them on with
+    `**shard_output_settings(args)`."""
+    parser.add_argument("--maxcount", type=int, default=1000, help="max samples per shard")
+    parser.add_argument(
+        "--maxsize", type=float, default=1e9, help="max bytes per shard (may overshoot by one sample)"
+    )
+    parser.add_argument("--prefix", default=prefix, help=prefix_help)
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
+def shard_output_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords `add_shard_output_arguments` parsed: maxcount, maxsize, prefix, overwrite."""
+    return {
+        "maxcount": args.maxcount,
+        "maxsize": args.maxsize,
+        "prefix": args.prefix,
+        "overwrite": args.overwrite,
+    }
 
 
 def write_shards(

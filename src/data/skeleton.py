@@ -1,10 +1,13 @@
-"""Draw 18-keypoint OpenPose body skeletons in the ControlNet/DWPose colour convention.
+"""Draw OpenPose skeletons (18 body points, optionally 2x21 hand and 68 face points) in the ControlNet/DWPose
+colour convention: the one drawing of the demo data, `python -m src.data.extract_poses` and retargeting.
 
 Pose maps drawn here are what pose guiders initialised from ControlNet-openpose expect: a black RGB
 canvas, the first 17 limbs as filled ellipses in an 18-colour palette, the canvas scaled by 0.6, then the
-joints as dots in the same palette. Images are `h w c uint8`; keypoints are pixel (x, y) with pixel
-centres at integer coordinates, in OpenPose order, NaN (or score <= 0.3) where a point is missing.
-No OpenCV: the ellipses and dots are rasterised with numpy, vectorised over frames.
+joints as dots in the same palette; then (DWPose, as Moore-AnimateAnyone's data) each hand's 20 bones as
+2 px lines coloured HSV(i/20, 1, 1) with blue joint dots, and the face as white dots. Sizes are the
+reference's at 512 px, scaled with the image. Images are `h w c uint8`; keypoints are pixel (x, y) with
+pixel centres at integer coordinates, in OpenPose order, NaN (or score <= 0.3) where a point is missing.
+No OpenCV: the ellipses, lines and dots are rasterised with numpy, vectorised over frames.
 """
 
 from __future__ import annotations
@@ -51,6 +54,41 @@ PALETTE: np.ndarray = np.array(
 )  # fmt: skip
 PALETTE.setflags(write=False)
 
+# hands: 21 points each (wrist, then 4 per finger from thumb to little finger), 20 bones coloured HSV(i/20, 1, 1)
+NUM_HAND_KEYPOINTS = 21
+HAND_EDGES: tuple[tuple[int, int], ...] = (
+    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
+    (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20),
+)  # fmt: skip
+
+
+def _hsv_ramp(count: int) -> np.ndarray:
+    """RGB uint8 of HSV(i / count, 1, 1), i < count, computed as matplotlib's hsv_to_rgb then rounded (as the
+    reference passes hsv_to_rgb(...) * 255 to OpenCV, which rounds)."""
+    hue6 = np.arange(count) / count * 6.0
+    sector = np.floor(hue6).astype(int) % 6
+    rise, fall = hue6 - np.floor(hue6), 1.0 - (hue6 - np.floor(hue6))  # matplotlib's t and q with s = v = 1
+    one, zero = np.ones(count), np.zeros(count)
+    table = [
+        (one, rise, zero),
+        (fall, one, zero),
+        (zero, one, rise),
+        (zero, fall, one),
+        (rise, zero, one),
+        (one, zero, fall),
+    ]
+    rgb = np.stack([np.choose(sector, [row[c] for row in table]) for c in range(3)], axis=1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+HAND_EDGE_COLOURS: np.ndarray = _hsv_ramp(len(HAND_EDGES))
+HAND_EDGE_COLOURS.setflags(write=False)
+HAND_JOINT_COLOUR = np.array([0, 0, 255], dtype=np.uint8)
+NUM_FACE_KEYPOINTS = 68
+FACE_COLOUR = np.array([255, 255, 255], dtype=np.uint8)
+# reference sizes at 512 px: hand lines 2 px thick, hand dots radius 4, face dots radius 3
+REFERENCE_HAND_LINE_HALF_WIDTH, REFERENCE_HAND_DOT, REFERENCE_FACE_DOT = 1.0, 4.0, 3.0
+
 SCORE_THRESHOLD = 0.3  # points with a lower confidence are not drawn (as in the reference drawing)
 REFERENCE_STICKWIDTH = 4.0  # limb half-width and dot radius at REFERENCE_SIZE
 REFERENCE_SIZE = 512
@@ -61,13 +99,15 @@ def default_stickwidth(height: int, width: int) -> float:
     return max(1.0, REFERENCE_STICKWIDTH * min(height, width) / REFERENCE_SIZE)
 
 
-def _as_points(keypoints: np.ndarray, leading: int) -> np.ndarray:
-    """Check the keypoint array and return float64 (..., 18, 2) with NaN for missing / low-score points."""
+def _as_points(
+    keypoints: np.ndarray, leading: int, count: int = NUM_KEYPOINTS, name: str = "keypoints"
+) -> np.ndarray:
+    """Check the keypoint array and return float64 (..., count, 2) with NaN for missing / low-score points."""
     kp = np.asarray(keypoints, dtype=np.float64)
-    if kp.ndim != leading + 2 or kp.shape[-2] != NUM_KEYPOINTS or kp.shape[-1] not in (2, 3):
+    if kp.ndim != leading + 2 or kp.shape[-2] != count or kp.shape[-1] not in (2, 3):
         raise ValueError(
-            f"keypoints must have shape {'(N, ' * leading}18, 2) or (..., 18, 3) with scores, got {kp.shape}; "
-            "pass pixel (x, y) coordinates in OpenPose order (see skeleton.KEYPOINT_NAMES)."
+            f"{name} must have shape {'(N, ' * leading}{count}, 2) or (..., {count}, 3) with scores, got "
+            f"{kp.shape}; pass pixel (x, y) coordinates in OpenPose order (see skeleton.KEYPOINT_NAMES)."
         )
     points = kp[..., :2].copy()
     if kp.shape[-1] == 3:
@@ -122,6 +162,31 @@ def _fill_ellipses(
     canvas[frames] = sub
 
 
+def _fill_segments(
+    canvas: np.ndarray, a: np.ndarray, b: np.ndarray, half_width: float, colour: np.ndarray
+) -> None:
+    """Fill, per frame, the pixels within `half_width` of the segment a-b (T,2): a line with round caps."""
+    valid = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    if not valid.any():
+        return
+    frames = np.nonzero(valid)[0]
+    a, b = a[frames], b[frames]
+    origin, oy, ox = _window_grid(
+        np.minimum(a, b) - half_width, np.maximum(a, b) + half_width, *canvas.shape[1:3]
+    )
+    px = (ox[None] + origin[:, 1, None, None]) - a[:, 0, None, None]
+    py = (oy[None] + origin[:, 0, None, None]) - a[:, 1, None, None]
+    d = b - a
+    length2 = np.maximum((d**2).sum(axis=1), 1e-12)[:, None, None]
+    along = np.clip((px * d[:, 0, None, None] + py * d[:, 1, None, None]) / length2, 0.0, 1.0)
+    inside = (px - along * d[:, 0, None, None]) ** 2 + (
+        py - along * d[:, 1, None, None]
+    ) ** 2 <= half_width**2
+    sub = canvas[frames]
+    _paint_windows(sub, origin, inside, colour)
+    canvas[frames] = sub
+
+
 def _fill_discs(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: np.ndarray) -> None:
     """Fill, per frame, a disc of `radius` px around centre (T,2); NaN centres are skipped."""
     valid = np.isfinite(centre).all(axis=1)
@@ -139,13 +204,46 @@ def _fill_discs(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: n
 
 
 def draw_openpose_video(
-    keypoints: np.ndarray, height: int, width: int, stickwidth: float | None = None
+    keypoints: np.ndarray,
+    height: int,
+    width: int,
+    stickwidth: float | None = None,
+    *,
+    hands: np.ndarray | None = None,
+    faces: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Draw one skeleton per frame: keypoints (T, 18, 2|3) -> (T, H, W, 3) uint8, vectorised over frames."""
+    """Draw one skeleton per frame: keypoints (T, 18, 2|3) -> (T, H, W, 3) uint8, vectorised over frames.
+
+    hands (T, 2, 21, 2|3) and faces (T, 68, 2|3), when given, are drawn over the body as DWPose does."""
     points = _as_points(keypoints, leading=1)
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}.")
-    return _draw_people(points[:, None], height, width, stickwidth)
+    canvas = _draw_people(points[:, None], height, width, stickwidth)
+    scale = min(height, width) / REFERENCE_SIZE
+    if hands is not None:
+        hand_points = _as_points(hands, leading=2, count=NUM_HAND_KEYPOINTS, name="hands")
+        if hand_points.shape[:2] != (len(points), 2):
+            raise ValueError(f"hands must be (T={len(points)}, 2, 21, 2|3), got {np.shape(hands)}.")
+        line = max(0.5, REFERENCE_HAND_LINE_HALF_WIDTH * scale)
+        for hand in range(2):
+            for edge, (i, j) in enumerate(HAND_EDGES):
+                _fill_segments(
+                    canvas, hand_points[:, hand, i], hand_points[:, hand, j], line, HAND_EDGE_COLOURS[edge]
+                )
+            for joint in range(NUM_HAND_KEYPOINTS):
+                _fill_discs(
+                    canvas,
+                    hand_points[:, hand, joint],
+                    max(1.0, REFERENCE_HAND_DOT * scale),
+                    HAND_JOINT_COLOUR,
+                )
+    if faces is not None:
+        face_points = _as_points(faces, leading=1, count=NUM_FACE_KEYPOINTS, name="faces")
+        if len(face_points) != len(points):
+            raise ValueError(f"faces must be (T={len(points)}, 68, 2|3), got {np.shape(faces)}.")
+        for joint in range(NUM_FACE_KEYPOINTS):
+            _fill_discs(canvas, face_points[:, joint], max(1.0, REFERENCE_FACE_DOT * scale), FACE_COLOUR)
+    return canvas
 
 
 def draw_openpose(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +19,16 @@ import numpy as np
 
 from src import atomic_io
 
-__all__ = ["VideoDecodeError", "VideoInfo", "decode_mp4", "encode_mp4", "probe_mp4", "write_mp4"]
+__all__ = [
+    "VideoDecodeError",
+    "VideoInfo",
+    "decode_mp4",
+    "encode_mp4",
+    "encode_mp4_chunks",
+    "iter_mp4_frames",
+    "probe_mp4",
+    "write_mp4",
+]
 
 
 class VideoDecodeError(ValueError):
@@ -68,27 +77,52 @@ def encode_mp4(
     A short GOP (default 16) makes random clip access cheap (research/data.md section 2).
     yuv420p needs even height and width; use pix_fmt="yuv444p" for odd sizes or thin colour lines.
     """
-    frames = _check_frames(frames)
-    _, height, width, _ = frames.shape
-    if pix_fmt == "yuv420p" and (height % 2 or width % 2):
-        raise ValueError(
-            f"yuv420p needs even height and width, got {height}x{width}; crop or pad the frames to even "
-            f"sizes, or encode with pix_fmt='yuv444p'"
-        )
+    return encode_mp4_chunks([frames], fps, crf=crf, pix_fmt=pix_fmt, gop=gop, preset=preset)
+
+
+def encode_mp4_chunks(
+    chunks: Iterable[np.ndarray],
+    fps: float,
+    *,
+    crf: int = 18,
+    pix_fmt: str = "yuv420p",
+    gop: int = 16,
+    preset: str = "medium",
+) -> bytes:
+    """`encode_mp4` of the chunks' frames in order, each chunk (t, H, W, 3) uint8 RGB, drawn lazily: a long video
+    is encoded with only one chunk of raw frames in memory."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     rate = Fraction(fps).limit_denominator(1001)
     buffer = io.BytesIO()
+    stream = None
     with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width = width
-        stream.height = height
-        stream.pix_fmt = pix_fmt
-        stream.options = {"crf": str(crf), "g": str(gop), "keyint_min": str(min(gop, 25)), "preset": preset}
-        for frame in frames:
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
+        for chunk in chunks:
+            frames = _check_frames(chunk)
+            _, height, width, _ = frames.shape
+            if stream is None:
+                if pix_fmt == "yuv420p" and (height % 2 or width % 2):
+                    raise ValueError(
+                        f"yuv420p needs even height and width, got {height}x{width}; crop or pad the frames to "
+                        f"even sizes, or encode with pix_fmt='yuv444p'"
+                    )
+                stream = container.add_stream("libx264", rate=rate)
+                stream.width = width
+                stream.height = height
+                stream.pix_fmt = pix_fmt
+                stream.options = {
+                    "crf": str(crf), "g": str(gop), "keyint_min": str(min(gop, 25)), "preset": preset,
+                }  # fmt: skip
+            elif (height, width) != (stream.height, stream.width):
+                raise ValueError(
+                    f"chunk of {height}x{width} frames in a {stream.height}x{stream.width} video"
+                )
+            for frame in frames:
+                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                for packet in stream.encode(video_frame):
+                    container.mux(packet)
+        if stream is None:
+            raise ValueError("cannot encode a video with 0 frames; pass at least one frame")
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue()
@@ -180,6 +214,24 @@ def decode_mp4(
     finally:
         container.close()
     return np.stack([decoded[i] for i in wanted])
+
+
+def iter_mp4_frames(data: bytes, *, threads: int = 1) -> Iterator[np.ndarray]:
+    """Every frame as (H, W, 3) uint8 RGB, in order, decoded one at a time: a long video never sits whole in
+    memory (pose extraction of 1000-frame dance videos). Raises VideoDecodeError as `decode_mp4` does."""
+    container = _open(data)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO" if threads != 1 else "NONE"
+        stream.codec_context.thread_count = threads
+        count = 0
+        for frame in _decode_all(container, stream):
+            count += 1
+            yield frame.to_ndarray(format="rgb24")
+        if count == 0:
+            raise VideoDecodeError("the video stream decoded to 0 frames")
+    finally:
+        container.close()
 
 
 def _decode_all(container: av.container.InputContainer, stream: av.VideoStream):

@@ -39,7 +39,13 @@ import numpy as np
 
 from src import atomic_io
 from src.data.make_shards import key_from_relative_path
-from src.data.shards import MANIFEST_NAME, ShardSetWriter, skip_reason_counts
+from src.data.shards import (
+    MANIFEST_NAME,
+    ShardSetWriter,
+    add_shard_output_arguments,
+    shard_output_settings,
+    skip_reason_counts,
+)
 from src.data.video_io import VideoDecodeError, decode_mp4, encode_mp4, probe_mp4
 
 __all__ = [
@@ -487,11 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="medium", help="x264 speed preset (e.g. veryfast, medium)")
     parser.add_argument("--workers", type=int, default=4, help="processes converting chunks in parallel")
     parser.add_argument("--chunk-size", type=int, default=500, help="rows per resumable unit of work")
-    parser.add_argument("--maxcount", type=int, default=1000, help="max samples per shard")
-    parser.add_argument("--maxsize", type=float, default=1e9, help="max bytes per shard")
-    parser.add_argument("--prefix", default="webvid", help="shards are <prefix>-c<chunk>-<n>.tar")
+    add_shard_output_arguments(
+        parser,
+        prefix="webvid",
+        prefix_help="shards are <prefix>-c<chunk>-<n>.tar",
+        overwrite_help="delete this prefix's shards and start over",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N CSV rows (trial runs)")
-    parser.add_argument("--overwrite", action="store_true", help="delete this prefix's shards and start over")
     args = parser.parse_args(argv)
     options = ClipOptions(
         height=args.height,
@@ -509,12 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         options,
         chunk_size=args.chunk_size,
-        maxcount=args.maxcount,
-        maxsize=args.maxsize,
-        prefix=args.prefix,
         workers=args.workers,
         limit=args.limit,
-        overwrite=args.overwrite,
+        **shard_output_settings(args),
     )
     return 0
 

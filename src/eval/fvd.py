@@ -137,17 +137,10 @@ class FrechetVideoDistance(_VideoFeatureMetric):
     The covariance is the flavour's: ÷(N−1) (TF-GAN, VideoGPT) or ÷N (StyleGAN-V's FeatureStats).
     """
 
-    def __init__(
-        self,
-        extractor: str | nn.Module = "i3d",
-        weights_path: str | Path | None = None,
-        weights_config_key: str = "eval.i3d_weights",
-        num_frames: int | None = 16,
-        feature_dim: int | None = None,
-        flavour: str = "tf_hub",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(extractor, weights_path, weights_config_key, num_frames, feature_dim, flavour, **kwargs)
+    def __init__(self, extractor: str | nn.Module = "i3d", **settings: Any) -> None:
+        """`settings`: the shared ones (weights_path, weights_config_key, num_frames, feature_dim, flavour; see
+        `_VideoFeatureMetric`) and torchmetrics' Metric keywords."""
+        super().__init__(extractor, **settings)
         self.covariance = self.flavour.covariance
         d = int(self.feature_dim)
         for side in ("real", "fake"):
@@ -191,20 +184,18 @@ class KernelVideoDistance(_VideoFeatureMetric):
     def __init__(
         self,
         extractor: str | nn.Module = "i3d",
-        weights_path: str | Path | None = None,
-        weights_config_key: str = "eval.i3d_weights",
-        num_frames: int | None = 16,
-        feature_dim: int | None = None,
-        flavour: str = "tf_hub",
+        *,
         subsets: int | None | Literal["flavour"] = "flavour",
         subset_size: int | Literal["flavour"] = "flavour",
         degree: int = 3,
         gamma: float | None = None,
         coef: float = 1.0,
         seed: int = 0,
-        **kwargs: Any,
+        **settings: Any,
     ) -> None:
-        super().__init__(extractor, weights_path, weights_config_key, num_frames, feature_dim, flavour, **kwargs)
+        """`settings`: the shared ones (weights_path, weights_config_key, num_frames, feature_dim, flavour; see
+        `_VideoFeatureMetric`) and torchmetrics' Metric keywords."""
+        super().__init__(extractor, **settings)
         self.subsets = self.flavour.kvd_subsets if subsets == "flavour" else subsets
         self.subset_size = self.flavour.kvd_subset_size if subset_size == "flavour" else int(subset_size)
         self.block_size = self.flavour.kvd_block_size if self.subsets is None else None

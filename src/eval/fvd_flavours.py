@@ -43,75 +43,67 @@ class FVDFlavour:
         return dataclasses.asdict(self)
 
 
+# What most codebases do; each flavour below states only where it departs from this: a PyTorch I3D state dict
+# (BatchNorm eps 1e-5), short side to 224 + centre crop, float frames as they are, the unbiased covariance,
+# KVD as one estimate on the full sets, unscaled.
+BASE = FVDFlavour(
+    name="base",
+    reference="",
+    network="state_dict",
+    bn_eps=1e-5,
+    resize="short_side_center_crop",
+    quantise="none",
+    covariance="unbiased",
+    kvd_subsets=None,
+    kvd_subset_size=1000,
+    kvd_block_size=None,
+    kvd_scale=1.0,
+)
+
+
+def _flavour(name: str, reference: str, **differences: Any) -> FVDFlavour:
+    return dataclasses.replace(BASE, name=name, reference=reference, **differences)
+
+
 FLAVOURS: dict[str, FVDFlavour] = {
-    "tf_hub": FVDFlavour(
-        name="tf_hub",
-        reference=(
-            "google-research/google-research frechet_video_distance (TF-Hub deepmind/i3d-kinetics-400/1 graph, "
-            "TF-GAN frechet_classifier_distance); KVD as TF-GAN's kernel_classifier_distance (blocks of up to "
-            "1024; the script itself defines no KVD)"
-        ),
+    "tf_hub": _flavour(
+        "tf_hub",
+        "google-research/google-research frechet_video_distance (TF-Hub deepmind/i3d-kinetics-400/1 graph, "
+        "TF-GAN frechet_classifier_distance); KVD as TF-GAN's kernel_classifier_distance (blocks of up to "
+        "1024; the script itself defines no KVD)",
         network="any",
         bn_eps=1e-3,
         resize="squash_tf1_bilinear",
-        quantise="none",
-        covariance="unbiased",
-        kvd_subsets=None,
-        kvd_subset_size=1000,
         kvd_block_size=1024,
-        kvd_scale=1.0,
     ),
-    "stylegan_v": FVDFlavour(
-        name="stylegan_v",
-        reference=(
-            "universome/stylegan-v src/metrics (i3d_torchscript.pt called on uint8 with rescale=True, "
-            "resize=True; FeatureStats covariance / N; scipy sqrtm); KVD with its KID estimator "
-            "(100 subsets of min(N, 1000), reported x1000)"
-        ),
+    "stylegan_v": _flavour(
+        "stylegan_v",
+        "universome/stylegan-v src/metrics (i3d_torchscript.pt called on uint8 with rescale=True, "
+        "resize=True; FeatureStats covariance / N; scipy sqrtm); KVD with its KID estimator "
+        "(100 subsets of min(N, 1000), reported x1000)",
         network="torchscript",
         bn_eps=None,
         resize="torchscript_internal",
         quantise="round",
         covariance="biased",
         kvd_subsets=100,
-        kvd_subset_size=1000,
-        kvd_block_size=None,
         kvd_scale=1000.0,
     ),
-    "common_metrics": FVDFlavour(
-        name="common_metrics",
-        reference=(
-            "JunyaoHu/common_metrics_on_video_quality calculate_fvd(method='styleganv'), its default: "
-            "i3d_torchscript.pt called with rescale=False, resize=False on its own preprocessing (float frames, "
-            "short side to 224 + centre crop, (x - 0.5) * 2); np.cov (N - 1) and scipy sqrtm; no KVD "
-            "(full-set estimate here)"
-        ),
+    "common_metrics": _flavour(
+        "common_metrics",
+        "JunyaoHu/common_metrics_on_video_quality calculate_fvd(method='styleganv'), its default: "
+        "i3d_torchscript.pt called with rescale=False, resize=False on its own preprocessing (float frames, "
+        "short side to 224 + centre crop, (x - 0.5) * 2); np.cov (N - 1) and scipy sqrtm; no KVD "
+        "(full-set estimate here)",
         network="torchscript",
         bn_eps=None,
-        resize="short_side_center_crop",
-        quantise="none",
-        covariance="unbiased",
-        kvd_subsets=None,
-        kvd_subset_size=1000,
-        kvd_block_size=None,
-        kvd_scale=1.0,
     ),
-    "videogpt": FVDFlavour(
-        name="videogpt",
-        reference=(
-            "wilson1yan/VideoGPT videogpt/fvd (= JunyaoHu/common_metrics_on_video_quality fvd/videogpt): "
-            "pytorch_i3d InceptionI3d (BatchNorm eps 1e-5) on i3d_pretrained_400.pt, float frames floored to "
-            "uint8, short side to 224 + centre crop; KVD as TATS' polynomial MMD on the full sets"
-        ),
-        network="state_dict",
-        bn_eps=1e-5,
-        resize="short_side_center_crop",
+    "videogpt": _flavour(
+        "videogpt",
+        "wilson1yan/VideoGPT videogpt/fvd (= JunyaoHu/common_metrics_on_video_quality fvd/videogpt): "
+        "pytorch_i3d InceptionI3d (BatchNorm eps 1e-5) on i3d_pretrained_400.pt, float frames floored to "
+        "uint8, short side to 224 + centre crop; KVD as TATS' polynomial MMD on the full sets",
         quantise="floor",
-        covariance="unbiased",
-        kvd_subsets=None,
-        kvd_subset_size=1000,
-        kvd_block_size=None,
-        kvd_scale=1.0,
     ),
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import atomic_io
 from src.inference.common import autocast, load_image, load_module, sampling_overrides
@@ -83,18 +83,29 @@ def to_model_frame(points: np.ndarray, source: tuple[int, int], size: tuple[int,
 
 
 def retargeted_pose(
-    sample: DictConfig, reference_path: Path, pose_path: Path, size: tuple[int, int], indices: list[int]
+    sample: DictConfig,
+    reference_kp: Path | None,
+    driving_kp: Path,
+    size: tuple[int, int],
+    indices: list[int],
+    parts: list[str] | tuple[str, ...] = ("body",),
 ) -> tuple[torch.Tensor | None, str]:
     """(the pose video redrawn from the driving keypoints rescaled to the reference's skeleton, "rescale"), or
-    (None, "none") when sample.retarget says none or, unset, when the keypoints of either side are missing."""
-    from src.data.pose_retarget import RETARGET_MODES, rescale_pose
+    (None, "none") when sample.retarget says none or, unset, when the keypoints of either side are missing.
+    Hands and face (`parts`, when the driving file has them) follow their wrist and nose."""
+    from src.data.pose_retarget import (
+        LEFT_WRIST,
+        NOSE,
+        RETARGET_MODES,
+        RIGHT_WRIST,
+        follow_body,
+        rescale_pose,
+    )
     from src.data.skeleton import draw_openpose_video
 
     mode = sample.retarget
     if mode is not None and mode not in RETARGET_MODES:
         raise ValueError(f"sample.retarget={mode!r} is not one of {RETARGET_MODES} (or null: rescale when possible).")
-    reference_kp = Path(sample.reference_keypoints) if sample.reference_keypoints else None
-    driving_kp = Path(sample.pose_keypoints) if sample.pose_keypoints else pose_path.with_suffix(".npz")
     available = reference_kp is not None and reference_kp.is_file() and driving_kp.is_file()
     if mode == "none" or (mode is None and not available):
         return None, "none"
@@ -111,9 +122,54 @@ def retargeted_pose(
             "(T, 18, 2|3) with one entry per pose-video frame."
         )
     ref_points = ref_points[0] if ref_points.ndim == 3 else ref_points
-    moved = rescale_pose(to_model_frame(ref_points, ref_size, size), to_model_frame(drv_points[indices], drv_size, size))
-    frames = draw_openpose_video(moved, *size)
+    driving = to_model_frame(drv_points[indices], drv_size, size)
+    moved = rescale_pose(to_model_frame(ref_points, ref_size, size), driving)
+    extra: dict[str, np.ndarray] = {}
+    if driving_kp.suffix == ".npz" and ({"hands", "face"} & set(parts)):
+        with np.load(driving_kp) as data:
+            if "hands" in parts and "hands" in data:
+                hands = to_model_frame(data["hands"][indices], drv_size, size)
+                extra["hands"] = np.stack([follow_body(driving, moved, hands[:, i], w)
+                                           for i, w in enumerate((LEFT_WRIST, RIGHT_WRIST))], axis=1)  # fmt: skip
+            if "face" in parts and "face" in data:
+                extra["faces"] = follow_body(driving, moved, to_model_frame(data["face"][indices], drv_size, size), NOSE)
+    frames = draw_openpose_video(moved, *size, **extra)
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float().div(255.0), "rescale"
+
+
+def extract_driving_poses(cfg: DictConfig, reference_path: Path, out: Path) -> tuple[Path, Path | None, list[str]]:
+    """sample.driving_video -> (its pose video, the reference's keypoint file or None, the drawn parts), written
+    under <out>/poses/ with the extractor of python -m src.data.extract_poses (sample.pose_extractor)."""
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from src.data.dwpose import DWPose, DWPoseConfig, keypoint_arrays, save_keypoints
+    from src.data.extract_poses import extract_video
+
+    sample = cfg.sample
+    settings = OmegaConf.to_container(sample.pose_extractor, resolve=True)
+    settings["parts"] = list(settings.get("parts") or cfg.data.get("pose_parts") or ("body", "hands", "face"))
+    estimator = DWPose(DWPoseConfig(**settings), key=lambda name: f"sample.pose_extractor.{name}")
+    driving = Path(sample.driving_video)
+    if not driving.is_file():
+        raise FileNotFoundError(f"sample.driving_video={driving}: no such file (a raw video of the motion, mp4).")
+    pose_path = out / "poses" / f"{driving.stem}.mp4"
+    record = extract_video(estimator, driving, pose_path, min_detected=0.0)
+    if record["status"] != "done":
+        raise ValueError(f"sample.driving_video={driving}: no poses extracted ({record['reason']}).")
+    log.info("extracted %d driving poses (%d frames without a person) into %s", record["frames"],
+             record["frames_without_person"], pose_path)  # fmt: skip
+    if sample.reference_keypoints:
+        return pose_path, Path(sample.reference_keypoints), settings["parts"]
+    image = np.asarray(Image.open(reference_path).convert("RGB"))
+    person, people = estimator(image)
+    if person is None:
+        log.warning("no person detected in sample.reference=%s: the driving skeleton is not retargeted", reference_path)
+        return pose_path, None, settings["parts"]
+    reference_kp = save_keypoints(
+        out / "poses" / f"{reference_path.stem}_keypoints.npz", keypoint_arrays([person], [people], image.shape[:2], 0.0)
+    )
+    return pose_path, reference_kp, settings["parts"]
 
 
 def run(cfg: DictConfig) -> list[dict]:
@@ -122,17 +178,26 @@ def run(cfg: DictConfig) -> list[dict]:
     from src.trainers.callbacks import side_by_side, to_uint8_frames
 
     sample = cfg.sample
-    if sample.reference is None or sample.pose_video is None:
+    if sample.reference is None or (sample.pose_video is None) == (sample.get("driving_video") is None):
         raise ValueError(
-            "Animate Anyone sampling needs sample.reference=IMAGE and sample.pose_video=POSE.mp4 (a skeleton video)."
+            "Animate Anyone sampling needs sample.reference=IMAGE and one of sample.pose_video=POSE.mp4 (a skeleton "
+            "video) or sample.driving_video=RAW.mp4 (poses extracted first)."
         )
-    reference_path, pose_path = Path(sample.reference), Path(sample.pose_video)
+    reference_path = Path(sample.reference)
+    out = Path(sample.out)
     loaded = load_module(cfg, default_stage="temporal")
     module, device = loaded.module, loaded.device
     size = tuple(sample.size or loaded.stage_cfg.data.size)
     reference = load_image(reference_path, size, key="sample.reference")[None].to(device)
+    reference_kp = Path(sample.reference_keypoints) if sample.reference_keypoints else None
+    parts: list[str] = ["body"]
+    if sample.get("driving_video") is not None:
+        pose_path, reference_kp, parts = extract_driving_poses(cfg, reference_path, out)
+    else:
+        pose_path = Path(sample.pose_video)
+    driving_kp = Path(sample.pose_keypoints) if sample.pose_keypoints else pose_path.with_suffix(".npz")
     pose, fps, indices = load_pose_video(pose_path, size, sample.num_frames, int(sample.pose_stride))
-    redrawn, retarget = retargeted_pose(sample, reference_path, pose_path, size, indices)
+    redrawn, retarget = retargeted_pose(sample, reference_kp, driving_kp, size, indices, parts)
     pose = pose if redrawn is None else redrawn
     overrides = sampling_overrides(cfg)
     settings = asdict(module.sampling_config(**overrides))
@@ -140,7 +205,6 @@ def run(cfg: DictConfig) -> list[dict]:
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     with torch.no_grad(), autocast(cfg, device):
         video = module.animate(reference, pose[None].to(device), generator=generator, progress=True, **overrides)
-    out = Path(sample.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{reference_path.stem}_{pose_path.stem}"
     frames = to_uint8_frames(video[0].float().cpu())
@@ -152,6 +216,8 @@ def run(cfg: DictConfig) -> list[dict]:
     record = {
         "reference": str(reference_path),
         "pose_video": str(pose_path),
+        "driving_video": sample.get("driving_video"),
+        "reference_keypoints": None if reference_kp is None else str(reference_kp),
         "video": str(target),
         "side_by_side": str(both),
         "num_frames": int(pose.shape[1]),
@@ -161,6 +227,8 @@ def run(cfg: DictConfig) -> list[dict]:
         "experiment": cfg.run_name,
         "stage": loaded.stage,
         "weights": loaded.weights,
+        # where the net's starting weights came from before sample.weights (model.net.init: pretrained | moore)
+        "net_init": OmegaConf.select(loaded.stage_cfg, "model.net.init"),
         "size": list(size),
         "pose_stride": int(sample.pose_stride),
         "retarget": retarget,

@@ -2,6 +2,9 @@
 
 One interface for the real SD VAE and for a weight-free "tiny latent" used by the CPU demo, so trainers
 and samplers never know which one they hold. Callers wrap encode/decode in `torch.no_grad()`.
+A codec that samples its posterior (`samples_posterior`) takes that sample's standard-normal `noise` from the
+caller: training passes each sample's own draws (src.trainers.sample_draws), so the latents do not depend on
+torch's global RNG, the rank or the batching; without `noise` it draws from the global RNG.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ class LatentCodec(nn.Module):
 
     latent_channels: int
     downsample: int
+    samples_posterior: bool = False  # True: `encode` is a random draw, whose noise the caller may give
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of one image's latent (also the shape of its posterior noise)."""
+        return self.latent_channels, height // self.downsample, width // self.downsample
 
     def _check_images(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -46,7 +54,8 @@ class LatentCodec(nn.Module):
                 f"{type(self).__name__}.decode expects latents (N, {self.latent_channels}, h, w), got {tuple(z.shape)}."
             )
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Images -> latents; `noise` (N, *latent_shape) is the posterior sample's noise of a sampling codec."""
         raise NotImplementedError
 
     def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -68,8 +77,8 @@ class PixelShuffleCodec(LatentCodec):
         self.downsample = factor
         self.latent_channels = 3 * factor * factor
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_images(x)
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_images(x)  # deterministic: `noise` is not used
         return F.pixel_unshuffle(x, self.downsample)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -85,7 +94,7 @@ class AutoencoderKLCodec(LatentCodec):
     def _adopt(self, vae: nn.Module, scaling_factor: float, sample_posterior: bool, slice_size: int | None) -> None:
         self.vae = vae.requires_grad_(False).eval()
         self.scaling_factor = float(scaling_factor)
-        self.sample_posterior = sample_posterior
+        self.sample_posterior = self.samples_posterior = bool(sample_posterior)
         self.slice_size = slice_size
         self.latent_channels = int(vae.config.latent_channels)
         self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -100,14 +109,19 @@ class AutoencoderKLCodec(LatentCodec):
         size = self.slice_size or x.shape[0]
         return list(x.split(size))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_images(x)
-        out = []
-        for chunk in self._chunks(x):
-            posterior = self.vae.encode(chunk.to(self.vae.dtype)).latent_dist
-            z = posterior.sample() if self.sample_posterior else posterior.mode()
-            out.append(z * self.scaling_factor)
-        return torch.cat(out)
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Images -> `scaling_factor * z`, z = mean + std * noise (the posterior sample; `noise` from the global RNG
+        when None) or the posterior's mode when `sample_posterior` is off. The same moments as `encode_moments`,
+        so a latent drawn from cached moments equals one encoded now."""
+        if noise is not None and tuple(noise.shape) != (x.shape[0], *self.latent_shape(*x.shape[-2:])):
+            raise ValueError(
+                f"{type(self).__name__}.encode: posterior noise {tuple(noise.shape)} does not match the latents "
+                f"{(x.shape[0], *self.latent_shape(*x.shape[-2:]))} of images {tuple(x.shape)}."
+            )
+        mean, std = self.encode_moments(x)
+        if std is None:
+            return mean
+        return mean + std * (torch.randn_like(std) if noise is None else noise.to(std))
 
     def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scaled posterior mean and std (std None when `sample_posterior` is off: the latent is the mode)."""

@@ -89,7 +89,8 @@ def _first(keys: list[str]) -> str:
 
 
 def load_strict(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, hint: str | None = None
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, hint: str | None = None,
+    assign: bool = False,
 ) -> None:
     """Load `state_dict` into `module`, requiring exactly the same keys and shapes; raise WeightLoadError otherwise.
 
@@ -114,7 +115,7 @@ def load_strict(
             lines.append(f"  shape mismatches: {_first(mismatched)}")
         lines.append("  " + (hint or "Check that the file belongs to this model and that the model config matches it."))
         raise WeightLoadError("\n".join(lines))
-    module.load_state_dict(dict(state_dict), strict=True)
+    module.load_state_dict(dict(state_dict), strict=True, assign=assign)
 
 
 def find_weights_file(folder: Path, names: tuple[str, ...] = _DIFFUSERS_WEIGHT_NAMES) -> Path | None:

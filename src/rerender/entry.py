@@ -1,11 +1,11 @@
-"""`python -m src.sample experiment=rerender ...`: the Rerender branch of the sampling entry point.
+"""Propagation and the demo of the Rerender pipeline (`src.inference.rerender`, `python -m src.sample`).
 
-Reads the video (`sample.video`: mp4 or folder of frames) and the key frames (`sample.keyframes`: the user's
-edited frames named by 0-based index), computes the flows, propagates the keys to every frame and writes
-`<out>/rerender.mp4`, `<out>/keys/<index>.png`, `<out>/settings.json` and, with `sample.save_frames`, every
-output frame as `<out>/frames/<index>.png`. `experiment=rerender_demo` first writes a procedural video and
-its stylised key frames to `<out>/demo/` and runs the same path on them, then scores the result and the
-baselines against the stylised truth into `<out>/summary.json`.
+`propagate_files` reads the video (`sample.video`: mp4 or folder of frames) and the key frames (`sample.keyframes`:
+the user's edited frames named by 0-based index); `propagate_frames` computes the flows, propagates the keys to
+every frame and writes `<out>/rerender.mp4`, `<out>/keys/<index>.png`, `<out>/settings.json` and, with
+`sample.save_frames`, every output frame as `<out>/frames/<index>.png`. `run_demo` (`experiment=rerender_demo`)
+first writes a procedural video and its stylised key frames to `<out>/demo/` and runs the same path on them, then
+scores the result and the baselines against the stylised truth into `<out>/summary.json`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from src.data.video_io import write_mp4
 from src.rerender.frames_io import read_keyframes, read_video, write_frames
 from src.rerender.keyframes import choose_keys
 
-__all__ = ["propagate_files", "run_rerender"]
+__all__ = ["propagate_files", "propagate_frames", "run_demo"]
 log = logging.getLogger(__name__)
 
 
@@ -44,18 +44,33 @@ def _device(name: str) -> torch.device:
 
 def propagate_files(cfg: DictConfig, video_path: str, keyframes_dir: str | None, out: Path) -> dict:
     """The user path: video + key frames on disk -> outputs on disk. Returns what the run needs to score it."""
-    sample, rr = cfg.sample, cfg.rerender
     if keyframes_dir is None:
         raise ValueError(
             "sample.keyframes is not set. Give a folder of your stylised key frames named by their 0-based frame "
-            "indices (0000.png, 0010.png, ...); translating key frames with Stable Diffusion is not built yet."
+            "indices (0000.png, 0010.png, ...), or leave it unset with a model to translate key frames with."
         )
-    device = _device(str(sample.device))
     frames_u8, fps = read_video(video_path)
     keys_u8 = read_keyframes(keyframes_dir, frames_u8.shape[0], frames_u8.shape[1:3])
+    inputs = {"video": str(video_path), "keyframes": str(keyframes_dir)}
+    return propagate_frames(cfg, frames_u8, fps, keys_u8, out, inputs)
+
+
+def propagate_frames(
+    cfg: DictConfig,
+    frames_u8: np.ndarray,
+    fps: float | None,
+    keys_u8: dict[int, np.ndarray],
+    out: Path,
+    inputs: dict,
+    flow=None,
+) -> dict:
+    """Frames `t h w 3` + {index: key frame} -> `<out>/rerender.mp4`, `<out>/keys/`, `<out>/settings.json` (with
+    `inputs` and any `timing_s` of earlier stages). `flow`: an estimator already built (else from config)."""
+    sample, rr = cfg.sample, cfg.rerender
+    device = _device(str(sample.device))
     frames = _to_tensor(frames_u8, device)
     keys = {k: _to_tensor(v[None], device)[0] for k, v in keys_u8.items()}
-    flow = instantiate(rr.flow, device=device)
+    flow = flow or instantiate(rr.flow, device=device)
     propagator = instantiate(rr.propagation)
     start = time.perf_counter()
     from src.rerender.flow import pair_flows
@@ -70,15 +85,15 @@ def propagate_files(cfg: DictConfig, video_path: str, keyframes_dir: str | None,
     write_frames(out / "keys", np.stack([keys_u8[k] for k in sorted(keys_u8)]), sorted(keys_u8))
     if sample.save_frames:
         write_frames(out / "frames", video)
+    timing = {**inputs.pop("timing_s", {}), "flow": flow_s, "flow_and_propagation": total_s}
     settings = {
-        "video": str(video_path),
-        "keyframes": str(keyframes_dir),
+        **inputs,
         "key_indices": sorted(keys_u8),
         "num_frames": int(frames_u8.shape[0]),
         "size": list(frames_u8.shape[1:3]),
         "device": str(device),
         "rerender": OmegaConf.to_container(rr, resolve=True),
-        "timing_s": {"flow": flow_s, "flow_and_propagation": total_s},
+        "timing_s": timing,
     }
     (out / "settings.json").write_text(json.dumps(settings, indent=2))
     log.info("propagated %d key frames to %d frames in %.1f s -> %s", len(keys), len(video), total_s, out)
@@ -129,16 +144,13 @@ def _score_demo(cfg: DictConfig, result: dict, truth: np.ndarray, caption: str, 
     return summary
 
 
-def run_rerender(cfg: DictConfig) -> dict:
-    """Dispatch: the demo (procedural inputs + scoring) or a user's video + key frames."""
+def run_demo(cfg: DictConfig) -> dict:
+    """The demo: procedural inputs (or the user's `sample.keyframes`) propagated, then scored."""
     out = Path(cfg.sample.out)
-    if cfg.sample.video is None and cfg.rerender.get("demo") is not None:
-        video_dir, keys_dir, truth, caption = _write_demo_inputs(cfg, out)
-        keys_arg = cfg.sample.keyframes or str(keys_dir)
-        result = propagate_files(cfg, str(video_dir), keys_arg, out)
-        summary = _score_demo(cfg, result, truth, caption, out)
-        for name, row in summary["metrics"].items():
-            log.info("%-26s %s", name, {k: round(v, 4) for k, v in row.items()})
-        return summary
-    propagate_files(cfg, cfg.sample.video, cfg.sample.keyframes, out)
-    return json.loads((out / "settings.json").read_text())
+    video_dir, keys_dir, truth, caption = _write_demo_inputs(cfg, out)
+    keys_arg = cfg.sample.keyframes or str(keys_dir)
+    result = propagate_files(cfg, str(video_dir), keys_arg, out)
+    summary = _score_demo(cfg, result, truth, caption, out)
+    for name, row in summary["metrics"].items():
+        log.info("%-26s %s", name, {k: round(v, 4) for k, v in row.items()})
+    return summary

@@ -112,7 +112,6 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         self.net.set_trainable(stage)
         if gradient_checkpointing:
             self.net.enable_gradient_checkpointing()
-        self.skipped_samples = 0  # a device counter (FrozenPartsMixin.count_skipped)
 
     # ----------------------------------------------------------------------------------------- frozen parts
     def train(self, mode: bool = True) -> AnimateAnyoneModule:
@@ -153,7 +152,9 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         features = batch if "latent_mean" in batch else self.frozen_features(batch)  # cached or computed now
         b = pose.shape[0]
         draws = SampleDraws.for_batch(self.seed, batch, b)
-        latents = self.posterior_latents(features["latent_mean"], features.get("latent_std"), draws, "posterior")
+        latents = self.posterior_latents(
+            features["latent_mean"], features.get("latent_std"), draws, "video_posterior"
+        )
         reference_latents = self.posterior_latents(
             features["reference_mean"], features.get("reference_std"), draws, "reference_posterior"
         )
@@ -168,9 +169,8 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=use_reference)
         loss = self.objective.loss(prediction, self.objective.target(latents, noise, timesteps), timesteps)
 
-        # tensors, not numbers: Lightning reads them on the host only at its logging intervals
+        # a tensor, not a number: Lightning reads it on the host only at its logging intervals
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
-        self.log("data/skipped_total", self.count_skipped(batch).float(), batch_size=b)
         return loss
 
     def draw_randomness(
@@ -257,7 +257,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         """
         cfg = self.sampling_config(**overrides)
         b, _, t, h, w = pose.shape
-        reference_latents = self.codec.encode(reference)
+        reference_latents = self.encode_images(reference, generator=generator)
         clip_embeds = self.image_encoder(reference)
         guidance = Guidance(cfg.guidance_scale, rescale=cfg.guidance_rescale)
         k = len(guidance.branches)  # cond (+ uncond)

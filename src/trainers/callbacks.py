@@ -1,5 +1,5 @@
 """Callbacks built from `callbacks:` config: checkpoints, learning rate, speed (samples/s, TFLOP/s, MFU), progress,
-sample videos, preemption, NaN/Inf guard."""
+sample videos, preemption, NaN/Inf guard, skipped samples per reason."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from src.data.video_io import write_mp4
 from src.trainers.nonfinite import build_nonfinite_guard
 from src.trainers.preemption import PreemptionCheckpoint
 from src.trainers.progress_lines import build_progress
+from src.trainers.skipped_samples import build_skipped_samples
 from src.trainers.speed_monitor import build_speed_monitor
 
 
@@ -114,6 +115,7 @@ def build_callbacks(cfg: DictConfig, stage_dir: Path, stage: str = "train", prog
     guard = build_nonfinite_guard(cfg.get("nonfinite"))
     if guard is not None:
         callbacks.append(guard)
+    callbacks.append(build_skipped_samples(cfg.get("skipped_samples")))
     return callbacks
 
 

@@ -141,7 +141,6 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
             load_net_weights(self.net, init_weights)
         self.net.set_trainable(freeze_temporal=freeze_temporal)
         self.net.set_gradient_checkpointing(gradient_checkpointing)
-        self.skipped_samples = 0  # a device counter (FrozenPartsMixin.count_skipped)
         self.last_validation_videos: dict | None = None
 
     # ------------------------------------------------------------------------------------- official weights
@@ -314,7 +313,8 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         mean, std = (batch["latent_mean"], batch.get("latent_std")) if cached else self.encode_video_moments(batch["video"])
         b, _, t = mean.shape[:3]
         self._check_frames(t)
-        latents = self.posterior_latents(mean, std, SampleDraws.for_batch(self.seed, batch, b), "posterior")
+        draws = SampleDraws.for_batch(self.seed, batch, b)
+        latents = self.posterior_latents(mean, std, draws, "video_posterior")
         drawn = self.draw_randomness(batch, latents)
         index, timesteps = drawn.condition_frame, drawn.timesteps
         rows = torch.arange(b, device=latents.device)
@@ -334,9 +334,8 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         prediction = self.net(noisy, timesteps, concat, context, fs)
         loss = F.mse_loss(prediction.float(), self.schedule.target(clean, noise, timesteps).float())
 
-        # tensors, not numbers: Lightning reads them on the host only at its logging intervals
+        # a tensor, not a number: Lightning reads it on the host only at its logging intervals
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
-        self.log("data/skipped_total", self.count_skipped(batch).float(), batch_size=b)
         return loss
 
     def configure_optimizers(self):
@@ -391,7 +390,7 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         if num_frames is None:
             raise ValueError("DynamiCrafter.sample: pass num_frames (the model does not fix a video length).")
         self._check_frames(num_frames)
-        latent = self.codec.encode(image)
+        latent = self.encode_images(image, generator=generator)
         concat = latent[:, :, None].expand(-1, -1, num_frames, -1, -1)
         guidance = Guidance(cfg.guidance_scale, cfg.image_guidance_scale, cfg.guidance_rescale)
         text, image_tokens = self.encode_text(captions), self.encode_image(image)

@@ -13,37 +13,16 @@ from src.trainers.sample_draws import SampleDraws
 
 
 class FrozenPartsMixin:
-    """Mixin for a LightningModule with `stage`, `codec` and `frozen_state_keys()`; keeps the skipped-sample count."""
-
-    _skipped: torch.Tensor | None = None
-
-    @property
-    def skipped_samples(self) -> int:
-        """Bad samples the loader skipped so far (read on the host: at checkpoints and the end, not per step)."""
-        return 0 if self._skipped is None else int(self._skipped)
-
-    @skipped_samples.setter
-    def skipped_samples(self, value: int) -> None:
-        self._skipped = torch.tensor(int(value), dtype=torch.int64)
-
-    def count_skipped(self, batch: dict) -> torch.Tensor:
-        """Add the batch's skipped-sample counts on its device (no host sync per step) and return the total."""
-        skipped = batch.get("skipped")
-        if skipped is None:
-            skipped = torch.zeros((), dtype=torch.int64)
-        total = torch.zeros((), dtype=torch.int64) if self._skipped is None else self._skipped
-        self._skipped = total.to(skipped.device) + skipped.sum()
-        return self._skipped
+    """Mixin for a LightningModule with `stage`, `codec` and `frozen_state_keys()`."""
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Drop the frozen weights; record which were dropped, the stage and the skipped-sample count."""
+        """Drop the frozen weights; record which were dropped and the stage."""
         frozen = self.frozen_state_keys()
         state = checkpoint["state_dict"]
         for key in [k for k in state if k in frozen]:
             del state[key]
         checkpoint["frozen_keys_excluded"] = sorted(frozen)
         checkpoint["stage"] = self.stage
-        checkpoint["skipped_samples"] = self.skipped_samples
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Put the frozen weights (already loaded at construction) back so the strict load checks the rest."""
@@ -56,7 +35,6 @@ class FrozenPartsMixin:
         for key in checkpoint.get("frozen_keys_excluded", []):
             if key in current:
                 checkpoint["state_dict"][key] = current[key]
-        self.skipped_samples = int(checkpoint.get("skipped_samples", 0))
 
     @torch.no_grad()
     def encode_video_moments(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -70,16 +48,50 @@ class FrozenPartsMixin:
     def posterior_latents(
         mean: torch.Tensor, std: torch.Tensor | None, draws: SampleDraws, purpose: str
     ) -> torch.Tensor:
-        """The training latent: mean + std * a normal keyed on each sample's index (src.trainers.sample_draws),
-        or the mean for a deterministic codec; the same whether the moments were just computed or read from a
-        latent cache (src.data.cache)."""
+        """The training latent: mean + std * each sample's own normal under `purpose` (src.trainers.sample_draws),
+        or the mean for a deterministic codec. The one way training samples a posterior, whether the moments were
+        just computed or read from a latent cache (src.data.cache). `mean`: `b C h w` (an image per sample) or
+        `b c t h w` (a video; its noise is drawn frame by frame, `t c h w`, as the frames are encoded)."""
         if std is None:
             return mean
-        return mean + std * draws.normal(purpose, mean.shape[1:], dtype=mean.dtype)
+        if mean.ndim == 5:
+            _, c, t, h, w = mean.shape
+            noise = draws.normal(purpose, (t, c, h, w), dtype=mean.dtype).permute(0, 2, 1, 3, 4)
+        else:
+            noise = draws.normal(purpose, mean.shape[1:], dtype=mean.dtype)
+        return mean + std * noise.to(mean.device)
 
     @torch.no_grad()
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """`b c t h w` pixels in [-1, 1] -> `b c t h w` latents, frame by frame through the codec."""
+    def encode_images(
+        self,
+        images: torch.Tensor,
+        draws: SampleDraws | None = None,
+        purpose: str = "image_posterior",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """`b c h w` images -> latents. A codec that samples its posterior (the VAEs) takes the noise from `draws`
+        under `purpose` in training (one image per training sample: each sample's own noise, whatever rank or
+        batch it lands in; see `posterior_latents`), from the sampling `generator` at inference (the seed alone
+        fixes the output), else from the global RNG."""
+        if draws is not None:
+            if images.shape[0] != draws.batch_size:
+                raise ValueError(
+                    f"encode_images with draws takes one image per training sample: {images.shape[0]} images for "
+                    f"{draws.batch_size} samples."
+                )
+            return self.posterior_latents(*self.codec.encode_moments(images), draws, purpose)
+        noise = None
+        if generator is not None and self.codec.samples_posterior:
+            latent = self.codec.latent_shape(*images.shape[-2:])
+            noise = torch.randn((images.shape[0], *latent), generator=generator, device=generator.device)
+        return self.codec.encode(images, noise=noise)
+
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor, draws: SampleDraws | None = None) -> torch.Tensor:
+        """`b c t h w` pixels in [-1, 1] -> `b c t h w` latents, frame by frame through the codec (`draws`: the
+        training batch's, for the posterior noise under "video_posterior"; see `posterior_latents`)."""
+        if draws is not None:
+            return self.posterior_latents(*self.encode_video_moments(pixels), draws, "video_posterior")
         b, _, t = pixels.shape[:3]
         latents = self.codec.encode(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1))
         return latents.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)

@@ -10,6 +10,7 @@ is what conf/evaluation/animate_anyone_heldout.yaml names; the runner calls it a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -41,7 +42,48 @@ def score_videos(video: torch.Tensor, batch: dict, threshold: float) -> dict[str
     return scores
 
 
+#: one way to animate a clip: a module with `animate(reference, pose, generator=..., **overrides)` and the overrides
+Run = tuple[torch.nn.Module, dict]
+#: (videos by run name, the clip's batch) -> {group: {metric: per-clip tensor}}
+Scorer = Callable[[dict[str, torch.Tensor], dict], dict[str, dict[str, torch.Tensor]]]
+
+
 @torch.no_grad()
+def animate_clips(
+    runs: dict[str, Run], clips: HeldoutClips, out_dir: Path, score: Scorer, seed: int, fps: int, suffix: str = ""
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The clip loop: every run animates every clip on its module's device with a generator seeded `seed` + clip
+    index (so every run of a clip draws the same noise), `score` scores the videos, and a side-by-side mp4 (pose |
+    runs in order | ground truth) is written as `<key><suffix>.mp4`. Returns the mean scores per group and metric,
+    and the mp4 paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    totals: dict[str, dict[str, list[float]]] = {}
+    videos_written = []
+    for index, batch in enumerate(DataLoader(clips, batch_size=1, shuffle=False)):
+        log.info("held-out clip %d/%d: %s", index + 1, len(clips), batch["key"][0])
+        videos = {}
+        for name, (model, overrides) in runs.items():
+            device = next(model.parameters()).device
+            moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            generator = torch.Generator(device=device).manual_seed(seed + index)
+            videos[name] = model.animate(moved["reference"], moved["pose"], generator=generator, **overrides).cpu()
+        for group, scores in score(videos, batch).items():
+            for metric, value in scores.items():
+                totals.setdefault(group, {}).setdefault(metric, []).append(float(value.mean()))
+        panels = [to_uint8_frames(batch["pose"][0], (0.0, 1.0))]
+        panels += [to_uint8_frames(videos[name][0]) for name in runs]
+        panels.append(to_uint8_frames(batch["frames"][0]))
+        path = out_dir / f"{batch['key'][0]}{suffix}.mp4"
+        write_mp4(path, side_by_side(*panels), fps=fps)
+        videos_written.append(str(path))
+    means = {
+        group: {metric: sum(values) / len(values) for metric, values in metrics.items()}
+        for group, metrics in totals.items()
+    }
+    return means, videos_written
+
+
 def evaluate_heldout(
     models: dict[str, torch.nn.Module],
     clips: HeldoutClips,
@@ -50,44 +92,24 @@ def evaluate_heldout(
     foreground_threshold: float = 0.12,
     fps: int = 8,
 ) -> dict:
-    """`models` maps a name to a module with `animate(reference, pose, generator=...)`; returns mean scores."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    per_model: dict[str, dict[str, list[float]]] = {name: {} for name in [*models, "repeat_reference"]}
-    videos_written = []
-    loader = DataLoader(clips, batch_size=1, shuffle=False)
-    for index, batch in enumerate(loader):
-        log.info("held-out clip %d/%d: %s", index + 1, len(clips), batch["key"][0])
-        outputs = {}
-        for name, model in models.items():
-            device = next(model.parameters()).device
-            moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            generator = torch.Generator(device=device).manual_seed(seed + index)
-            outputs[name] = model.animate(moved["reference"], moved["pose"], generator=generator).cpu()
+    """`models` maps a name to a module with `animate(reference, pose, generator=...)`; returns mean scores of each
+    and of the repeat-the-reference baseline."""
+
+    def score(videos: dict[str, torch.Tensor], batch: dict) -> dict[str, dict[str, torch.Tensor]]:
         t = batch["frames"].shape[2]
-        outputs["repeat_reference"] = batch["reference"][:, :, None].expand(-1, -1, t, -1, -1)
-        for name, video in outputs.items():
-            for metric, value in score_videos(video, batch, foreground_threshold).items():
-                per_model[name].setdefault(metric, []).append(float(value.mean()))
-        panels = [to_uint8_frames(batch["pose"][0], (0.0, 1.0))]
-        panels += [to_uint8_frames(outputs[name][0]) for name in models]
-        panels.append(to_uint8_frames(batch["frames"][0]))
-        path = out_dir / f"{batch['key'][0]}.mp4"
-        write_mp4(path, side_by_side(*panels), fps=fps)
-        videos_written.append(str(path))
-    means = {
-        name: {metric: sum(values) / len(values) for metric, values in metrics.items()}
-        for name, metrics in per_model.items()
-    }
+        videos = {**videos, "repeat_reference": batch["reference"][:, :, None].expand(-1, -1, t, -1, -1)}
+        return {name: score_videos(video, batch, foreground_threshold) for name, video in videos.items()}
+
+    runs = {name: (model, {}) for name, model in models.items()}
+    means, videos = animate_clips(runs, clips, out_dir, score, seed, fps)
     return {
         "scores": means,
         "num_clips": len(clips),
         "panels": ["pose", *models, "ground_truth"],
-        "videos": videos_written,
+        "videos": videos,
     }
 
 
-@torch.no_grad()
 def evaluate_long_clips(
     model: torch.nn.Module,
     clips: HeldoutClips,
@@ -98,8 +120,6 @@ def evaluate_long_clips(
 ) -> dict:
     """Animate clips longer than the motion window in the model's context windows and in one pass; returns the
     scores of the windowed videos and the seam scores (boundary/inside ratio) of both and of the ground truth."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     num_frames = clips.num_frames
     windows = model.context_windows(model.sampling_config(), num_frames)
     if windows is None or len(windows.windows(num_frames)) < 2:
@@ -108,36 +128,25 @@ def evaluate_long_clips(
             f"{model.sampling.context_frames}; use a longer evaluation.long.num_frames (e.g. 2x the window)."
         )
     boundaries = windows.boundaries(num_frames)
-    device = next(model.parameters()).device
-    totals: dict[str, list[float]] = {}
-    videos_written = []
-    for index, batch in enumerate(DataLoader(clips, batch_size=1, shuffle=False)):
-        moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        runs = {}
-        for name, frames in (("windows", None), ("one_pass", num_frames)):
-            generator = torch.Generator(device=device).manual_seed(seed + index)
-            overrides = {} if frames is None else {"context_frames": frames, "context_overlap": 0}
-            runs[name] = model.animate(moved["reference"], moved["pose"], generator=generator, **overrides).cpu()
-        scores = score_videos(runs["windows"], batch, foreground_threshold)
-        scores["seam_ratio"] = boundary_inside_ratio(runs["windows"], boundaries)
-        scores["seam_ratio_one_pass"] = boundary_inside_ratio(runs["one_pass"], boundaries)
+
+    def score(videos: dict[str, torch.Tensor], batch: dict) -> dict[str, dict[str, torch.Tensor]]:
+        scores = score_videos(videos["windows"], batch, foreground_threshold)
+        scores["seam_ratio"] = boundary_inside_ratio(videos["windows"], boundaries)
+        scores["seam_ratio_one_pass"] = boundary_inside_ratio(videos["one_pass"], boundaries)
         scores["seam_ratio_ground_truth"] = boundary_inside_ratio(batch["frames"], boundaries)
-        for metric, value in scores.items():
-            totals.setdefault(metric, []).append(float(value.mean()))
-        panels = [to_uint8_frames(batch["pose"][0], (0.0, 1.0)), to_uint8_frames(runs["windows"][0])]
-        panels += [to_uint8_frames(runs["one_pass"][0]), to_uint8_frames(batch["frames"][0])]
-        path = out_dir / f"{batch['key'][0]}_long.mp4"
-        write_mp4(path, side_by_side(*panels), fps=fps)
-        videos_written.append(str(path))
+        return {"long": scores}
+
+    runs = {"windows": (model, {}), "one_pass": (model, {"context_frames": num_frames, "context_overlap": 0})}
+    means, videos = animate_clips(runs, clips, out_dir, score, seed, fps, suffix="_long")
     return {
-        "scores": {metric: sum(values) / len(values) for metric, values in totals.items()},
+        "scores": means.get("long", {}),
         "num_clips": len(clips),
         "num_frames": num_frames,
         "context_frames": windows.frames,
         "context_overlap": windows.overlap,
         "boundaries": boundaries,
-        "panels": ["pose", "windows", "one_pass", "ground_truth"],
-        "videos": videos_written,
+        "panels": ["pose", *runs, "ground_truth"],
+        "videos": videos,
     }
 
 

@@ -11,16 +11,18 @@ Defaults: SIGUSR1 (what `#SBATCH --signal=SIGUSR1@90` sends before the time limi
 clusters send before killing a preempted job) both save and requeue: the same path. A `save_signals` entry
 saves and exits without requeueing (e.g. SIGTERM where SLURM's PreemptMode=REQUEUE requeues by itself).
 
-Exact replay: the callback stores the global RNG states (torch, numpy, python, CUDA) in every checkpoint and
-restores them when training restarts, so a resumed run draws the same noise and timesteps as an uninterrupted
-one (the data stream's position is the train loader's own state).
+Exact replay needs no RNG state here: every training draw is keyed on (seed, global sample index, purpose)
+(src.trainers.sample_draws, the one randomness scheme; the global RNG that dropout layers use is reseeded from
+it at every step) and the train loader restores the sample numbering, so a resumed run draws what the
+uninterrupted one would have on every rank. Checkpoints carry no RNG states: the copy this callback used to store
+was rank 0's, restored on every rank of a DDP job, and was redundant with the keyed draws. Checkpoints written
+with one still load (the entry is ignored).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import shutil
 import signal
@@ -30,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -97,33 +98,6 @@ def requeue_slurm_job(job: str) -> bool:
     return True
 
 
-def rng_states() -> dict[str, Any]:
-    """Global RNG states (torch, CUDA when in use, numpy, python) as tensors and plain types.
-
-    Plain types because resuming loads checkpoints with `weights_only=True`, which refuses numpy arrays.
-    """
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Inverse of `rng_states` (CUDA states only when CUDA is in use here too)."""
-    torch.set_rng_state(states["torch"])
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 class PreemptionCheckpoint(Callback):
     """Turns a preemption/time-limit signal into: checkpoint at the next safe point, requeue, exit 75."""
 
@@ -132,7 +106,6 @@ class PreemptionCheckpoint(Callback):
         requeue_signals: Sequence[str] = ("SIGUSR1", "SIGTERM"),
         save_signals: Sequence[str] = (),
         requeue: bool = True,
-        restore_rng: bool = True,
         check_every_n_steps: int = 10,
     ) -> None:
         if check_every_n_steps < 1:
@@ -141,8 +114,6 @@ class PreemptionCheckpoint(Callback):
         self.levels: dict[signal.Signals, int] = {_signal_number(s): SAVE for s in save_signals}
         self.levels.update({_signal_number(s): REQUEUE for s in requeue_signals})
         self.requeue = requeue
-        self.restore_rng = restore_rng
-        self._rng_to_restore: dict[str, Any] | None = None
         self._step_at_batch_start = -1
         self.saved_path: Path | None = None
 
@@ -169,9 +140,6 @@ class PreemptionCheckpoint(Callback):
         # Lightning registers its SIGTERM notifier (which broadcasts inside the handler) after `setup`;
         # ours replaces it for the rest of the fit. Lightning's teardown restores the handlers it found: ours.
         self.install_handlers()
-        if self._rng_to_restore is not None:
-            set_rng_states(self._rng_to_restore)
-            self._rng_to_restore = None
 
     # -- the safe point -----------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
@@ -223,11 +191,3 @@ class PreemptionCheckpoint(Callback):
             requeued = requeue_slurm_job(job)
         what = f"requeued SLURM job {job}" if requeued else "not requeued"
         raise Preempted(f"preempted at step {trainer.global_step}: saved {path}, {what}; rerun to resume.")
-
-    # -- RNG states travel with every checkpoint ----------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states()} if self.restore_rng else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.restore_rng and "rng" in state_dict:
-            self._rng_to_restore = state_dict["rng"]

@@ -38,6 +38,7 @@ from src.trainers.loggers import build_loggers, finish_wandb
 from src.trainers.master_weights import master_state_dict
 from src.trainers.nonfinite import NonFiniteGuard
 from src.trainers.scale_callbacks import build_scale_callbacks
+from src.trainers.skipped_samples import SkippedSamples
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class StageResult:
     checkpoint: str | None
     samples: list[str] = field(default_factory=list)
     resumed_from_step: int | None = None
-    skipped_samples: int = 0
+    skipped_samples: int = 0  # bad samples skipped by the data pipelines, all ranks and workers
+    skip_reasons: dict[str, int] = field(default_factory=dict)  # the same, per reason
     nonfinite_steps: int = 0  # steps whose loss/gradients were NaN/Inf (skipped: callbacks.nonfinite)
     wall_time_s: float = 0.0
 
@@ -149,9 +151,13 @@ def run_header(cfg: DictConfig, name: str, stage_dir: Path, trainer: L.Trainer, 
         f" x {accumulate} accumulation step(s)",
         f"  steps      {trainer.max_steps}" + (f", resuming at step {resumed_from}" if resumed_from else ""),
         f"  outputs    {stage_dir} (checkpoints/, final/net.safetensors)",
-        f"  init from  {init_weights}" if init_weights else "  init from  the pretrained files below / random init",
     ]
-    lines += [f"  weights    {slot.key} = {slot.path}" for slot in find_slots(cfg, ("model",))]
+    slots = find_slots(cfg, ("model",))
+    if init_weights:
+        lines.append(f"  init from  {init_weights}")
+    else:
+        lines.append("  init from  " + ("the pretrained files below" if slots else "random init (no pretrained file set)"))
+    lines += [f"  weights    {slot.key} = {slot.path}" for slot in slots]
     return "\n".join(lines)
 
 
@@ -204,6 +210,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
         raise RuntimeError(f"stage {name} was interrupted at step {trainer.global_step}; rerun to resume.")
 
     writer = find_callback(trainer, SampleVideoWriter)
+    skips = find_callback(trainer, SkippedSamples)
     loss = trainer.callback_metrics.get("train/loss")
     result = StageResult(
         name=name,
@@ -213,7 +220,8 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
         checkpoint=str(last) if checkpoint_exists(last) else None,
         samples=list(writer.written) if writer else [],
         resumed_from_step=resumed_from,
-        skipped_samples=int(module.skipped_samples),
+        skipped_samples=skips.total if skips else 0,
+        skip_reasons=dict(skips.totals) if skips else {},
         nonfinite_steps=guard.bad_steps if (guard := find_callback(trainer, NonFiniteGuard)) else 0,
         wall_time_s=round(time.time() - started, 1),
     )
@@ -284,6 +292,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "final_losses": {name: r.final_loss for name, r in results.items()},
         "checkpoints": {name: r.checkpoint for name, r in results.items()},
         "weights": {name: r.weights for name, r in results.items()},
+        "skip_reasons": {name: r.skip_reasons for name, r in results.items()},
         "samples": [s for r in results.values() for s in r.samples],
         "metrics": {},
     }

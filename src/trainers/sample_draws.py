@@ -3,7 +3,7 @@
 Why: every rank seeds the global RNG alike, so global draws repeat on every rank (N ranks, one noise tensor),
 and they restart from the seed when a run resumes. Here each training sample owns its draws: the loader numbers
 samples globally (`ExactBatchLoader` puts "sample_index" in every batch) and the training step asks
-`SampleDraws` for noise, timesteps and dropout. So a sample's draws do not depend on the batch it lands in, its
+`SampleDraws` for noise, timesteps, dropout and the VAE's posterior noise. So a sample's draws do not depend on the batch it lands in, its
 rank, the world size, the per-device batch size or gradient accumulation, and a resumed run (whose loader
 restores the numbering) draws what the uninterrupted one would have.
 

@@ -4,8 +4,8 @@ A host read of a device tensor (`.item()`, `.tolist()`, `bool()`, `int()`, `floa
 blocks the CPU until the GPU queue drains, so the CPU can no longer run ahead and queue the next step. On CPU
 there is no device, so the test counts those calls instead, made from our training code (src/trainers,
 src/models) during real training steps through the runner, with every callback on (EMA, speed monitor, progress
-lines, NaN guard, preemption) and their intervals longer than the run. Steps other than the first (FLOP count,
-EMA start) and the last (end of fit, checkpoint) must make none.
+lines, NaN guard, preemption, skipped-sample counts) and their intervals longer than the run. Steps other than
+the first (FLOP count, EMA start) and the last (end of fit, checkpoint) must make none.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def test_training_steps_make_no_host_reads(system, host_reads, tmp_path, demo_ca
                 f"callbacks.speed.every_n_steps={LONG}",
                 f"callbacks.nonfinite.check_every_n_steps={LONG}",
                 f"callbacks.checkpoint.every_n_train_steps={LONG}",
+                f"callbacks.skipped_samples.every_n_steps={LONG}",
                 "callbacks.ema.enabled=true",
             ],
         )

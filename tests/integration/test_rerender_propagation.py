@@ -53,11 +53,16 @@ def test_user_mp4_with_uneven_key_frames_writes_video_keys_settings_and_frames(t
     assert sorted(p.name for p in (out / "keys").iterdir()) == ["0000.png", "0003.png", "0008.png"]
 
 
-def test_missing_key_frames_is_a_clear_error(tmp_path):
+def test_without_key_frames_or_sd_weights_the_error_names_the_weights_key(tmp_path):
+    """No sample.keyframes: key frames are translated with SD; a missing weight file is named with its config key,
+    the HED annotator's (the cheapest load) before SD's, and with Canny maps SD's own checkpoint."""
     frames, _ = demo_video(5, 3, 16, 16)
     video = write_mp4(tmp_path / "in.mp4", frames, fps=8)
-    proc = run_entry("src.sample", "experiment=rerender", f"sample.video={video}", f"sample.out={tmp_path / 'o'}", check=False)
-    assert proc.returncode != 0 and "sample.keyframes is not set" in proc.stderr
+    for extra, key in (([], "model.control_map.hed_checkpoint"),
+                       (["model.controlnet.control_type=canny"], "model.sd.checkpoint")):
+        proc = run_entry("src.sample", "experiment=rerender", f"sample.video={video}", f"sample.out={tmp_path / 'o'}",
+                         f"paths.weights={tmp_path / 'none'}", *extra, check=False)
+        assert proc.returncode != 0 and key in proc.stderr, proc.stderr[-2000:]
 
 
 def test_a_bad_setting_names_its_key(tmp_path):

@@ -3,10 +3,10 @@ both LightningModules, through the runner (`src.trainers.runner.run`, in-process
 
 The stopped run is a 1-step run whose final weights are then deleted: the run directory is what a run killed
 right after its step-1 checkpoint leaves (a `last.ckpt` and no final weights), so the rerun resumes from step 1.
-The checkpoints' copy of the global RNG states (`callbacks.preemption.restore_rng`, which under DDP is rank 0's
-copy for every rank) is switched off: the draws are keyed on the global sample index, which the loader restores,
-so they need no RNG state. Before that, a resumed run without it reseeded the global RNG and drew step 1's noise
-and timesteps again at step 2 (test_train_animate_anyone.py kills a real process for the resume mechanics).
+Checkpoints carry no RNG state (the copy `callbacks.preemption.restore_rng` used to keep was rank 0's, restored on
+every rank, and is gone): the draws are keyed on the global sample index, which the loader restores. Before the
+keyed draws, a resumed run without that copy reseeded the global RNG and drew step 1's noise and timesteps again
+at step 2 (test_train_animate_anyone.py kills a real process for the resume mechanics).
 Batch 1 and 2 steps keep it at a few seconds of training per system.
 """
 
@@ -48,7 +48,6 @@ def train(system: str, run_dir: Path, cache: Path, steps: int) -> dict[int, floa
                 f"stages.{stage}.trainer.max_steps={steps}",
                 f"stages.{stage}.trainer.val_check_interval={steps}",
                 "callbacks.checkpoint.every_n_train_steps=1",
-                "callbacks.preemption.restore_rng=false",
                 f"{batch_key}=1",
             ],
         )

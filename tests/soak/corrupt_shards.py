@@ -1,14 +1,16 @@
 """A shard set (and the matching folders of videos) where 5% of the samples are broken in eight planted ways.
 
-Each sample is `mp4` + `pose.mp4` + `json` (fps, caption). The broken ones, one per kind in every block of 20:
-truncated mp4, zero-byte mp4, pose video shorter than the video, missing json, json of the wrong type, pose
-at another resolution, a 1-frame video (and pose), a non-video file named .mp4. `PLANTED` says which skip
-reason each kind must produce in each tool, so the soak can check the counts exactly.
+Each sample is `mp4` + `pose.mp4` + `json` (fps, caption). The broken ones, one kind in each of the first eight
+blocks of 20 (or `block`): truncated mp4, zero-byte mp4, pose video shorter than the video, missing json, json
+of the wrong type, pose at another resolution, a 1-frame video (and pose), a non-video file named .mp4. The
+tables below say which skip reason each kind must produce in each tool, so the soak can check the counts
+exactly.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,21 @@ KINDS = ("truncated", "zero_byte", "pose_short", "no_json", "json_type", "pose_r
          "not_video")
 FRAMES, SIZE, FPS = 8, 16, 8.0
 
+# the reason each planted kind is counted under, per tool (absent: the tool does not read that part: a good sample)
+AA_TRAIN = {"truncated": "undecodable", "not_video": "undecodable", "zero_byte": "empty", "pose_short": "pose_length",
+            "pose_resolution": "pose_resolution", "one_frame": "too_short"}
+DC_TRAIN = {"truncated": "undecodable", "not_video": "undecodable", "zero_byte": "empty", "no_json": "missing_json",
+            "json_type": "bad_json", "one_frame": "too_short"}
+MAKE_SHARDS = AA_TRAIN  # it probes video + pose and writes its own json
+WEBVID = {"truncated": "undecodable", "not_video": "undecodable", "zero_byte": "empty", "one_frame": "too_short"}
+RECAPTION = {"no_json": "missing_json", "json_type": "bad_json"}
+EVALUATE = WEBVID  # generated videos only
+
+
+def expected_counts(planted: dict[str, str], table: dict[str, str]) -> dict[str, int]:
+    """{reason: count} a tool reading the samples `table` describes must report for the `planted` kinds."""
+    return dict(Counter(table[kind] for kind in planted.values() if kind in table))
+
 
 def _video(seed: int, frames: int = FRAMES, size: int = SIZE) -> bytes:
     rng = np.random.default_rng(seed)
@@ -28,14 +45,15 @@ def _video(seed: int, frames: int = FRAMES, size: int = SIZE) -> bytes:
     return encode_mp4((base + shift).astype(np.uint8), FPS, crf=30, preset="ultrafast")
 
 
-def build_samples(total: int = 160) -> tuple[list[dict], dict[str, str]]:
-    """`total` samples (a multiple of 20); returns them and {key: planted kind} of the broken ones."""
-    assert total % 20 == 0, "one of each of the 8 kinds per 160 samples is 5%"
+def build_samples(total: int = 160, block: int = 20, at: int = 7) -> tuple[list[dict], dict[str, str]]:
+    """`total` samples (a multiple of `block`); sample `at` of each of the first eight blocks is broken, one kind
+    per block (5% with the defaults). Returns them and {key: planted kind} of the broken ones."""
+    assert total % block == 0 and 0 <= at < block, "one of each of the 8 kinds per 160 samples is 5%"
     good_pose = _video(1)
     samples, planted = [], {}
     for i in range(total):
         key = f"clip_{i:04d}"
-        kind = KINDS[i // 20] if i % 20 == 7 and i // 20 < len(KINDS) else None
+        kind = KINDS[i // block] if i % block == at and i // block < len(KINDS) else None
         video, pose = _video(100 + i), good_pose
         meta: object = {"fps": FPS, "caption": f"a moving square {i}"}
         if kind == "truncated":
@@ -61,8 +79,8 @@ def build_samples(total: int = 160) -> tuple[list[dict], dict[str, str]]:
     return samples, planted
 
 
-def write_soak_shards(out: Path, total: int = 160) -> dict[str, str]:
-    samples, planted = build_samples(total)
+def write_soak_shards(out: Path, total: int = 160, block: int = 20, at: int = 7) -> dict[str, str]:
+    samples, planted = build_samples(total, block, at)
     write_shards(samples, out, prefix="soak", maxcount=40)
     return planted
 

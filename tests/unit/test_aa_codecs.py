@@ -60,3 +60,37 @@ def test_vae_codec_scales_and_inverts_scaling(vae_folder) -> None:
 def test_vae_codec_missing_folder_names_config_key(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model.codec.path"):
         VAECodec(tmp_path / "missing")
+
+
+def test_vae_posterior_noise_comes_from_the_samples_draws_or_the_sampling_generator(vae_folder) -> None:
+    """Training encodes with each sample's own posterior noise (src.trainers.sample_draws): a sample's latents are
+    mean + std * its draws, the same alone or batched and whatever torch's global RNG holds (which every rank
+    seeds alike). Sampling takes the noise from its generator, so the seed alone fixes it."""
+    from src.trainers.frozen_parts import FrozenPartsMixin
+    from src.trainers.sample_draws import SampleDraws
+
+    vae, folder = vae_folder
+    parts = FrozenPartsMixin()
+    parts.codec = VAECodec(folder, sample_posterior=True, slice_size=3)
+    video = torch.rand(2, 3, 2, 16, 16) * 2 - 1  # b c t h w
+    with torch.no_grad():
+        torch.manual_seed(1)
+        both = parts.encode_video(video, SampleDraws(0, torch.tensor([5, 9])))
+        torch.manual_seed(2)
+        alone = parts.encode_video(video[1:], SampleDraws(0, torch.tensor([9])))
+        posterior = vae.encode(video[1].transpose(0, 1)).latent_dist
+    noise = SampleDraws(0, torch.tensor([9])).normal("video_posterior", (2, 4, 8, 8))[0]
+    expected = (posterior.mean + posterior.std * noise) * 0.5  # frames of sample 9: `t c h w`
+    torch.testing.assert_close(alone[0].transpose(0, 1), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(both[1:], alone, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        other = parts.encode_video(video[1:], SampleDraws(0, torch.tensor([10])))
+        images = video[:, :, 0]
+        torch.manual_seed(3)
+        first = parts.encode_images(images, generator=torch.Generator().manual_seed(7))
+        torch.manual_seed(4)
+        again = parts.encode_images(images, generator=torch.Generator().manual_seed(7))
+    assert not torch.allclose(other, alone)
+    assert torch.equal(first, again)
+    with pytest.raises(ValueError, match="posterior noise"):
+        parts.codec.encode(images, noise=torch.zeros(2, 4, 4, 4))

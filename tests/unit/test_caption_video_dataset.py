@@ -59,7 +59,8 @@ def test_bad_samples_are_skipped_counted_and_logged(shard, caplog, cache_mb) -> 
     with caplog.at_level(logging.WARNING, logger="src.data.caption_video_dataset"):
         samples = list(dataset(shard, decoded_cache_mb=cache_mb))
     assert [s["key"] for s in samples] == ["good0", "good1", "good2"]
-    assert [s["skipped"] for s in samples] == [0, 1, 2]  # corrupt; then short + nocaption
+    # per reason, on the sample after them: corrupt; then short + nocaption
+    assert [s["skipped"] for s in samples] == [{}, {"undecodable": 1}, {"too_short": 1, "no_caption": 1}]
     for key in ("corrupt", "short", "nocaption"):
         assert f"skipping sample {key}" in caplog.text
 
@@ -129,8 +130,8 @@ def test_loader_gives_exact_batch_counts_and_collated_types(shard) -> None:
     b = batches[0]
     assert b["video"].shape == (2, 3, 4, 8, 8) and isinstance(b["caption"], list) and len(b["key"]) == 2
     assert b["frame_stride"].dtype == torch.int64 and b["fps"].dtype == torch.float32
-    assert b["skipped"].dtype == torch.int64 and b["skipped"].shape == (2,)
-    assert int(sum(x["skipped"].sum() for x in batches)) > 0
+    assert isinstance(b["skipped"], list) and len(b["skipped"]) == 2  # {reason: count} per sample
+    assert sum(n for x in batches for counts in x["skipped"] for n in counts.values()) > 0
 
 
 def test_heldout_clips_start_at_frame_zero_with_a_fixed_stride(shard) -> None:

@@ -20,6 +20,8 @@ TRAIN = ("train", "train", ["experiment=animate_anyone_demo"])
 TRAIN_FULL = ("train", "train", ["experiment=animate_anyone"])
 TRAIN_DC = ("train", "train", ["experiment=dynamicrafter"])
 SAMPLE = ("sample", "sample", ["experiment=dynamicrafter_demo", "sample.image=cat.png"])
+SAMPLE_AA = ("sample", "sample", ["experiment=animate_anyone_demo", "sample.reference=a.png", "sample.pose_video=p.mp4"])
+SAMPLE_RR = ("sample", "sample", ["experiment=rerender", "sample.video=in.mp4"])
 EVAL = ("evaluate", "evaluate", ["eval=dynamicrafter_ucf101", "eval.generated_dir=/gen"])
 EVAL_MODEL = ("evaluate", "evaluate", ["eval=animate_anyone_ubc", "eval.mode=model", "model=animate_anyone"])
 
@@ -45,6 +47,9 @@ BAD = [
     (TRAIN, "model.cond_drop_prob=0.2", None),  # a sound override: no problem
     (TRAIN, "callbacks.ema.decay=1.2", "callbacks.ema.decay"),
     (TRAIN, "callbacks.nonfinite.action=ignore", "callbacks.nonfinite.action"),
+    (TRAIN, "callbacks.skipped_samples.every_n_steps=0", "callbacks.skipped_samples.every_n_steps"),
+    (TRAIN, "callbacks.preemption.check_every_n_steps=0", "callbacks.preemption.check_every_n_steps"),
+    (TRAIN, "data.resampled=sometimes", "data.resampled"),
     (TRAIN_FULL, "stages.spatial.global_batch_size=30", "stages.spatial.global_batch_size"),
     (TRAIN_FULL, "stages.spatial.data.size=[500,500]", "stages.spatial.data.size"),
     (TRAIN_FULL, "model.net.pose_guider.injection=add", "model.net.pose_guider.injection"),
@@ -60,6 +65,13 @@ BAD = [
     (SAMPLE, "sample.num_frames=5", "sample.num_frames"),
     (SAMPLE, "sample.images=/imgs", "sample.images"),
     (SAMPLE, "sample.image=null", "sample.image"),
+    (SAMPLE_AA, "sample.pose_video=null", "sample.pose_video"),  # neither a pose video nor a driving video
+    (SAMPLE_AA, "sample.driving_video=d.mp4", "sample.driving_video"),  # both
+    (SAMPLE_RR, "sample.video=null", "sample.video"),
+    (SAMPLE_RR, "model.windows.shape_fusion=[0.3,0.1]", "model.windows.shape_fusion"),
+    (SAMPLE_RR, "model.denoising_strength=0", "model.denoising_strength"),
+    (SAMPLE_RR, "model.pixel_fusion=hard", "model.pixel_fusion"),
+    (SAMPLE_RR, "model.sampling.num_steps=0", "model.sampling.num_steps"),
     (EVAL, "eval.mode=generate", "eval.mode"),
     (EVAL, "eval.num_shards=0", "eval.num_shards"),
     (EVAL, "eval.shard_index=8", "eval.shard_index"),
@@ -74,6 +86,12 @@ BAD = [
     (EVAL, "eval.subset.rule=best", "eval.subset.rule"),
     (EVAL, "eval.fvd_flavour=tats", "eval.fvd_flavour"),
     (EVAL_MODEL, "model.sampling.num_steps=0", "model.sampling.num_steps"),
+    (SAMPLE_RR, "model.controlnet.control_type=depth", "model.controlnet.control_type"),
+    (SAMPLE_RR, "model.control_map.control_type=canny", "model.control_map.control_type"),
+    (SAMPLE_RR, "model.sd.checkpoint=null", "model.sd.checkpoint"),
+    (SAMPLE_RR, "model.sd.dtype=fp8", "model.sd.dtype"),
+    (SAMPLE_RR, "model.control_map.canny_low=300", "model.control_map.canny_low"),
+    (SAMPLE_RR, "model.controlnet.control_type=canny", None),  # the maps follow the ControlNet's kind
 ]
 
 
@@ -111,8 +129,13 @@ def test_every_shipped_experiment_and_protocol_passes(composer) -> None:
     for experiment in ("animate_anyone", "animate_anyone_demo", "dynamicrafter", "dynamicrafter_512",
                        "dynamicrafter_1024", "dynamicrafter_demo"):
         assert find_problems(composer("train", [f"experiment={experiment}"]), "train") == []
-    for experiment in ("animate_anyone", "dynamicrafter_demo"):
-        assert find_problems(composer("sample", [f"experiment={experiment}", "sample.image=a.png"]), "sample") == []
+    for experiment, inputs in (("animate_anyone", ["sample.reference=a.png", "sample.pose_video=p.mp4"]),
+                               ("animate_anyone", ["sample.reference=a.png", "sample.driving_video=d.mp4"]),
+                               ("dynamicrafter_demo", ["sample.image=a.png"])):
+        assert find_problems(composer("sample", [f"experiment={experiment}", *inputs]), "sample") == []
+    for base in (SAMPLE, SAMPLE_RR):
+        assert find_problems(composer("sample", base[2]), "sample") == []
+    assert find_problems(composer("sample", ["experiment=rerender_demo"]), "sample") == []
     for protocol in ("animate_anyone_ubc", "animate_anyone_tiktok", "dynamicrafter_ucf101", "dynamicrafter_msrvtt",
                      "rerender"):
         cfg = composer("evaluate", [f"eval={protocol}", "eval.generated_dir=/gen"])

@@ -178,6 +178,26 @@ def test_published_rows_say_where_they_were_checked_or_why_not():
     assert tiktok["Animate Anyone 2*"] == {"ssim": 0.812, "psnr": 30.82, "lpips": 0.223, "fvd": 144.65}
 
 
+def test_published_rows_hold_the_cells_read_in_each_papers_table():
+    """One row per table, as read on 2026-12-05; and Pix2Gif's Table 1 row order: 527.06 / 271.63 are its run of
+    DynamiCrafter (they were once labelled Pix2Gif), Pix2Gif's own row is 285.02 / 168.69."""
+    from src.eval.published import PUBLISHED
+
+    rows = {(protocol, row["method"]): row["values"] for protocol, table in PUBLISHED.items() for row in table}
+    assert rows["dynamicrafter_ucf101", "DynamiCrafter"] == {"fvd": 429.23, "kvd": 62.47, "pic": 0.6078}
+    assert rows["dynamicrafter_msrvtt", "DynamiCrafter"] == {"fvd": 234.66, "kvd": 13.74, "pic": 0.5803}
+    assert rows["dynamicrafter_ucf101", "I2VGen-XL (in DynamiCrafter)"]["kvd"] == 58.59
+    assert rows["dynamicrafter_ucf101", "DynamiCrafter (in Pix2Gif)"] == {"fvd": 527.06, "pic": 0.6307}
+    assert rows["dynamicrafter_msrvtt", "DynamiCrafter (in Pix2Gif)"] == {"fvd": 271.63, "pic": 0.6135}
+    assert rows["dynamicrafter_ucf101", "Pix2Gif"] == {"fvd": 285.02, "pic": 0.8763}
+    assert rows["dynamicrafter_msrvtt", "Pix2Gif"] == {"fvd": 168.69, "pic": 0.8521}
+    assert rows["animate_anyone_ubc", "Animate Anyone"] == {"ssim": 0.931, "psnr": 38.49, "lpips": 0.044, "fvd": 81.6}
+    assert rows["rerender", "Rerender-A-Video"] == {"fram_acc": 0.979, "tem_con": 0.983, "pixel_mse": 0.069}
+    # every metric name is one the protocol's metrics.json can hold, so the report lines them up with ours
+    names = {"fvd", "kvd", "pic", "ssim", "psnr", "lpips", "fram_acc", "tem_con", "pixel_mse"}
+    assert all(set(values) <= names for values in rows.values())
+
+
 def test_model_mode_scores_the_stored_clip_at_the_protocols_stride(tmp_path):
     """DynamiCrafter's clips are taken at frame stride 3 (here 2) from a random start: real/<name>.mp4 holds
     that clip already, so it is scored from its first frame, not cut at the stride a second time (which left

@@ -16,7 +16,10 @@ def _run(folder, protocol, metrics):
     return folder
 
 
-def test_report_has_our_rows_and_published_rows(tmp_path):
+def test_report_has_our_rows_and_published_rows(tmp_path, monkeypatch):
+    unchecked = {"method": "Unchecked baseline", "values": {"fvd": 999.5}, "source": "some table",
+                 "verified": False, "unverified_because": "a row nobody could read in the paper's table"}
+    monkeypatch.setitem(PUBLISHED, "dynamicrafter_ucf101", [*PUBLISHED["dynamicrafter_ucf101"], unchecked])
     tiktok = _run(tmp_path / "tiktok_run", "animate_anyone_tiktok", {"ssim": 0.5123, "psnr": 17.25, "fvd": 321.5})
     ucf = _run(tmp_path / "ucf_run", "dynamicrafter_ucf101", {"fvd": 512.25, "kvd": 40.5, "kvd_std": 2.0, "pic": 0.61})
     train = tmp_path / "train_run"
@@ -28,7 +31,8 @@ def test_report_has_our_rows_and_published_rows(tmp_path):
     assert "## animate_anyone_tiktok" in md and "## dynamicrafter_ucf101" in md
     assert "| **ours: tiktok_run** | 0.5123 | 17.25 | 321.50 |" in md
     assert "| Animate Anyone | 0.7180 | 29.56 | 171.90 |" in md  # published row, same column order
-    assert "429.23" in md and "DynamiCrafter †" in md  # unverified published rows are marked
+    assert "| DynamiCrafter | 429.23 | 62.47 | 0.6078 |" in md  # a verified row carries no mark
+    assert "Unchecked baseline †" in md and "DynamiCrafter †" not in md  # unverified published rows are marked
     assert "kvd_std" not in md
     assert "animate_anyone_demo (held-out)" in md and "trained" in md
     page = paths["html"].read_text()

@@ -64,20 +64,24 @@ def assert_same_batches(got: list[dict], want: list[dict]) -> None:
         assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(
             a["sample_index"], b["sample_index"]
         )
-        assert torch.equal(a["skipped"], b["skipped"])
+        assert a["skipped"] == b["skipped"]  # {reason: count} per sample
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["own_stream", "lanes"])
 def test_a_resumed_loader_decodes_nothing_it_skips_and_yields_the_uninterrupted_batches(
-    shards_with_bad_samples, decode_log
+    shards_with_bad_samples, decode_log, split
 ) -> None:
-    straight = make_loader(shards_with_bad_samples)
+    """Also with lanes (split_global_batch: a batch is 2 lanes here): each skip rides on the next sample of its
+    own lane, so the resumed batches carry exactly the uninterrupted batches' skips (none counted twice)."""
+    straight = make_loader(shards_with_bad_samples, split=split)
     epoch0 = list(straight)
     straight_calls = list(decode_log)
     epoch1 = list(straight)
-    assert sum(int(b["skipped"].sum()) for b in epoch0 + epoch1) > 0  # the bad samples were met and counted
+    # the bad samples were met and counted
+    assert sum(n for b in epoch0 + epoch1 for c in b["skipped"] for n in c.values()) > 0
 
     decode_log.clear()
-    interrupted = make_loader(shards_with_bad_samples)
+    interrupted = make_loader(shards_with_bad_samples, split=split)
     stream = iter(interrupted)
     used = [next(stream) for _ in range(3)]
     calls_before = len(decode_log)
@@ -85,12 +89,19 @@ def test_a_resumed_loader_decodes_nothing_it_skips_and_yields_the_uninterrupted_
     assert_same_batches(used, epoch0[:3])
 
     decode_log.clear()
-    resumed = make_loader(shards_with_bad_samples)
+    resumed = make_loader(shards_with_bad_samples, split=split)
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert_same_batches(rest, epoch0[3:])
     assert decode_log == straight_calls[calls_before:]  # nothing decoded (or probed) twice, nothing extra
+    at_end = resumed.state_dict()  # saved on epoch 0's last batch, with per-rank positions
     assert_same_batches(list(resumed), epoch1)
+
+    # a position at an epoch's end stays in that epoch: its iteration yields nothing, the next is epoch 1 whole
+    resumed_at_end = make_loader(shards_with_bad_samples, split=split)
+    resumed_at_end.load_state_dict(at_end)
+    assert list(resumed_at_end) == []
+    assert_same_batches(list(resumed_at_end), epoch1)
 
 
 def test_resume_with_loader_workers_continues_each_workers_stream(shards_with_bad_samples) -> None:
@@ -123,7 +134,9 @@ def test_split_global_batch_ranks_decode_only_their_slice(
         assert parts[0]["key"] + parts[1]["key"] == whole["key"]
         assert torch.equal(torch.cat([p["pixel_values"] for p in parts]), whole["pixel_values"])
         assert torch.equal(torch.cat([p["sample_index"] for p in parts]), whole["sample_index"])
-    assert sum(int(b["skipped"].sum()) for b in single) > 0  # bad samples were replaced within their lanes
+        assert parts[0]["skipped"] + parts[1]["skipped"] == whole["skipped"]  # a skip rides in its own lane
+    # bad samples were replaced within their lanes
+    assert sum(n for b in single for c in b["skipped"] for n in c.values()) > 0
     # each rank decoded only its own lanes' samples: about half of the one process's decodes each, together no
     # more (the one process also reads a little ahead in lanes not held up by a bad sample); before, each rank
     # decoded the whole global batch

@@ -69,14 +69,30 @@ def test_sample_redraws_the_pose_video_from_retargeted_keypoints(tmp_path):
     reference_kp = tmp_path / "hero.json"
     reference_kp.write_text(json.dumps({"body": REFERENCE.tolist(), "height": 120, "width": 100}))
     sample = OmegaConf.create({"retarget": None, "reference_keypoints": str(reference_kp), "pose_keypoints": None})
-    pose, mode = retargeted_pose(sample, tmp_path / "hero.png", pose_video, (60, 60), [0, 2])
+    driving_kp = pose_video.with_suffix(".npz")
+    pose, mode = retargeted_pose(sample, reference_kp, driving_kp, (60, 60), [0, 2])
     assert mode == "rescale" and pose.shape == (3, 2, 60, 60)
     # reference 120x100 -> center crop 100x100 from top 10 -> 60x60: neck (50, 32) -> (29.8, 13.0)
     neck = (pose[:, 0, 13, 30] * 255).round().to(int).tolist()
     assert neck == PALETTE[1].tolist()
     sample.retarget = "none"
-    assert retargeted_pose(sample, tmp_path / "hero.png", pose_video, (60, 60), [0, 2]) == (None, "none")
+    assert retargeted_pose(sample, reference_kp, driving_kp, (60, 60), [0, 2]) == (None, "none")
     sample.retarget = "rescale"
     sample.reference_keypoints = None
     with pytest.raises(ValueError, match="reference_keypoints"):
-        retargeted_pose(sample, tmp_path / "hero.png", pose_video, (60, 60), [0])
+        retargeted_pose(sample, None, driving_kp, (60, 60), [0])
+
+
+def test_hands_and_face_follow_their_wrist_and_nose_at_the_body_scale():
+    from src.data.pose_retarget import LEFT_WRIST, NOSE, follow_body
+
+    driving = np.stack([2.0 * rotate_limbs(REFERENCE, 0.1 * t) + [30.0 + 3 * t, 5.0] for t in range(3)])
+    moved = rescale_pose(REFERENCE, driving)
+    hand = driving[:, LEFT_WRIST, None] + np.array([[0.0, 0.0], [8.0, 6.0], [-4.0, 10.0]])[None]  # (T, 3, 2)
+    scores = np.full((3, 3, 1), 0.9)
+    followed = follow_body(driving, moved, np.concatenate([hand, scores], axis=-1), LEFT_WRIST)
+    np.testing.assert_allclose(followed[:, 0, :2], moved[:, LEFT_WRIST], atol=1e-9)  # the wrist point sits on it
+    np.testing.assert_allclose(followed[:, 1, :2] - moved[:, LEFT_WRIST], [[4.0, 3.0]] * 3, atol=0.05)  # half size
+    np.testing.assert_array_equal(followed[..., 2], 0.9)
+    face = follow_body(driving, moved, driving[:, [NOSE]], NOSE)
+    np.testing.assert_allclose(face[:, 0], moved[:, NOSE], atol=1e-9)

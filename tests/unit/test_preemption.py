@@ -1,5 +1,6 @@
 """PreemptionCheckpoint on a tiny CPU fit: a signal only sets a flag; the next optimizer step saves last.ckpt,
-requeues under SLURM and exits 75; resuming replays the same random draws as an uninterrupted run."""
+requeues under SLURM and exits 75; resuming replays the same random draws as an uninterrupted run, with no RNG
+state in the checkpoint (draws keyed per step, as src.trainers.sample_draws keys the framework's)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from src.trainers.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionCh
 
 
 class NoisyRegression(L.LightningModule):
-    """Loss depends on global-RNG noise and dropout, so a resume with other RNG states gives other losses."""
+    """Loss depends on global-RNG noise and dropout, keyed on the step the way the framework's modules key theirs
+    (`SampleDraws.reseed_global_rng`), so replaying a step needs its index, not a saved RNG state."""
 
     def __init__(self, signal_at_step: int | None = None) -> None:
         super().__init__()
@@ -25,6 +27,7 @@ class NoisyRegression(L.LightningModule):
         self.losses: dict[int, float] = {}
 
     def training_step(self, batch, batch_idx):
+        torch.manual_seed(1000 + self.global_step)
         x = batch[0]
         y = x.sum(dim=1, keepdim=True) + 0.1 * torch.randn(x.shape[0], 1)
         loss = torch.nn.functional.mse_loss(self.layer(x), y)
@@ -74,7 +77,8 @@ def _restore_signal_handlers():
     preemption._pending = 0
 
 
-def _preempt_then_resume(tmp_path, monkeypatch, restore_rng: bool):
+def _preempt(tmp_path, monkeypatch):
+    """A fit signalled at step 3 of 8: saves last.ckpt after that step, requeues (SLURM array task), exits 75."""
     requeued = []
     monkeypatch.setattr(preemption, "requeue_slurm_job", lambda job: requeued.append(job) or True)
     monkeypatch.setenv("SLURM_JOB_ID", "77")
@@ -82,30 +86,44 @@ def _preempt_then_resume(tmp_path, monkeypatch, restore_rng: bool):
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     first = _seeded(signal_at_step=3)
     with pytest.raises(Preempted) as info:
-        _fit(tmp_path, first, max_steps=8, restore_rng=restore_rng)
+        _fit(tmp_path, first, max_steps=8)
     assert info.value.code == PREEMPTED_EXIT_CODE
     assert requeued == ["70_3"]
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 4  # saved after step 3 completed
-    resumed = _seeded()
-    _fit(tmp_path, resumed, max_steps=8, ckpt=str(last), restore_rng=restore_rng)
-    return first.losses, resumed.losses
+    return first, last
 
 
 def test_signal_saves_at_next_step_requeues_and_resume_replays_the_same_draws(tmp_path, monkeypatch):
     reference = _seeded()
     _fit(tmp_path / "ref", reference, max_steps=8)
-    before, after = _preempt_then_resume(tmp_path / "run", monkeypatch, restore_rng=True)
-    assert before == {s: reference.losses[s] for s in range(4)}
-    assert sorted(after) == [4, 5, 6, 7]
-    assert after == {s: reference.losses[s] for s in range(4, 8)}
+    first, last = _preempt(tmp_path / "run", monkeypatch)
+    resumed = _seeded()
+    _fit(tmp_path / "run", resumed, max_steps=8, ckpt=str(last))
+    assert first.losses == {s: reference.losses[s] for s in range(4)}
+    assert sorted(resumed.losses) == [4, 5, 6, 7]
+    assert resumed.losses == {s: reference.losses[s] for s in range(4, 8)}
 
 
-def test_without_rng_restore_the_resumed_losses_differ(tmp_path, monkeypatch):
-    reference = _seeded()
-    _fit(tmp_path / "ref", reference, max_steps=8)
-    _, after = _preempt_then_resume(tmp_path / "run", monkeypatch, restore_rng=False)
-    assert after != {s: reference.losses[s] for s in range(4, 8)}
+class RecordsRngAtStart(NoisyRegression):
+    def on_train_start(self) -> None:  # after the callbacks' on_train_start
+        self.rng_at_start = torch.get_rng_state()
+
+
+def test_checkpoints_carry_no_rng_state_and_a_resume_keeps_this_processs_own(tmp_path, monkeypatch):
+    """Under DDP only rank 0's callback state is saved: a stored RNG state (the old `restore_rng`) was set on every
+    rank at resume, replacing each rank's own. Now nothing RNG-related is saved or restored: the resumed fit starts
+    with the global RNG this process's own seeding gave it, the same as a fit started without a checkpoint."""
+    _, last = _preempt(tmp_path / "run", monkeypatch)
+    saved = torch.load(last, weights_only=True)
+    assert not any("rng" in state for state in saved["callbacks"].values())
+    fresh = _seeded(RecordsRngAtStart)
+    torch.manual_seed(1234)  # another rank's (or another job's) global RNG
+    _fit(tmp_path / "fresh", fresh, max_steps=1)
+    resumed = _seeded(RecordsRngAtStart)
+    torch.manual_seed(1234)
+    _fit(tmp_path / "run", resumed, max_steps=5, ckpt=str(last))
+    assert torch.equal(resumed.rng_at_start, fresh.rng_at_start)
 
 
 def test_save_only_signal_does_not_requeue(tmp_path, monkeypatch):

@@ -79,3 +79,6 @@ def test_run_header_states_devices_global_batch_steps_outputs_and_weights(tmp_pa
     assert "global 8 = 2 per device x 1 device(s) x 4 accumulation step(s)" in header
     assert "steps      30, resuming at step 10" in header
     assert "/runs/a/spatial" in header and "model.codec.path = /w/sd-vae-ft-mse" in header
+    assert "init from  the pretrained files below" in header
+    cfg.model = {"_target_": "src.trainers.animate_anyone.AnimateAnyoneModule"}  # nothing pretrained: said so
+    assert "init from  random init (no pretrained file set)" in run_header(cfg, "spatial", Path("/r"), trainer, None, None)

@@ -67,6 +67,26 @@ def test_before_and_after_step_hooks_replace_the_latent():
     assert torch.all(denoise_loop(half, noise, schedule, hooks=[Freeze()]) == 7.0)
 
 
+def test_a_late_start_equals_replacing_the_latent_at_that_step_and_keeps_the_step_numbering():
+    """SDEdit: start_step=s from x_s is the full loop with x replaced by x_s before step s (as the official
+    Rerender runs all steps and re-noises at step s), and hooks see the full schedule's indices."""
+    schedule = DynamiCrafterSchedule().ddim(6, eta=0.0)
+    g = torch.Generator().manual_seed(0)
+    noise, x_s = torch.randn(1, 2, 1, 4, 4, generator=g), torch.randn(1, 2, 1, 4, 4, generator=g)
+
+    class ReplaceAt(SamplingHook):
+        def before_step(self, state, x):
+            return x_s if state.index == 2 else x
+
+    full = denoise_loop(half, noise, schedule, hooks=[ReplaceAt()])
+    recorder = Recorder()
+    late = denoise_loop(half, x_s, schedule, hooks=[recorder], start_step=2)
+    torch.testing.assert_close(late, full, rtol=0, atol=0)
+    assert [(s[0], s[1]) for s in recorder.seen] == [(i, i / 6) for i in range(2, 6)]
+    with pytest.raises(ValueError, match="start_step=6 is outside"):
+        denoise_loop(half, x_s, schedule, start_step=6)
+
+
 def test_guidance_branches_are_stacked_cond_image_uncond():
     calls = []
 

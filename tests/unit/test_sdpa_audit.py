@@ -60,7 +60,7 @@ def dc_batch(cfg) -> dict:
         "frame_stride": torch.tensor([2]),
         "fps": torch.tensor([4.0]),
         "key": ["k"],
-        "skipped": torch.tensor([0]),
+        "skipped": [{}],
         "sample_index": torch.tensor([0]),
     }
 

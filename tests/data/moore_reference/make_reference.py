@@ -7,10 +7,10 @@ Not part of the package and not run by the tests. Run it from the root of a Moor
         python <this repo>/tests/data/moore_reference/make_reference.py <this repo>/tests/data/moore_reference/reference.pt
 
 It builds Moore's UNet2DConditionModel (reference), UNet3DConditionModel (stage 1 without and stage 2 with
-motion modules, inference_v2.yaml's motion-module kwargs) and PoseGuider from a tiny SD-shaped config, fills
-them with `moore_fake_weights.fake_state_dict` (seeded by key name), and runs the calls Moore's
-train_stage_{1,2}.py `Net.forward` makes, with Moore's ReferenceAttentionControl writer/reader. Only key
-shapes, the sinusoidal tables, the inputs and the outputs are saved.
+motion modules, with the unet_additional_kwargs of Moore's configs/inference/inference_v2.yaml) and PoseGuider
+from a tiny SD-shaped config, fills them with `moore_fake_weights.fake_state_dict` (seeded by key name), and
+runs the calls Moore's train_stage_{1,2}.py `Net.forward` makes, with Moore's ReferenceAttentionControl
+writer/reader. Only key shapes, the sinusoidal tables, the inputs and the outputs are saved.
 """
 
 import importlib.util
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path.cwd()))
 from src.models.mutual_self_attention import ReferenceAttentionControl  # noqa: E402  (Moore's tree)
@@ -46,25 +47,11 @@ UNET_CONFIG = {
     "norm_num_groups": 32,
 }
 POSE_GUIDER = {"conditioning_embedding_channels": 32, "block_out_channels": [4, 8, 8, 16]}
-MOTION_KWARGS = {
-    "num_attention_heads": 8,
-    "num_transformer_block": 1,
-    "attention_block_types": ["Temporal_Self", "Temporal_Self"],
-    "temporal_position_encoding": True,
-    "temporal_position_encoding_max_len": 32,
-    "temporal_attention_dim_div": 1,
-}
-UNET3D_EXTRA = {  # inference_v2.yaml unet_additional_kwargs, with the tiny motion kwargs
-    "use_inflated_groupnorm": True,
-    "unet_use_cross_frame_attention": False,
-    "unet_use_temporal_attention": False,
-    "use_motion_module": True,
-    "motion_module_resolutions": [1, 2, 4, 8],
-    "motion_module_mid_block": True,
-    "motion_module_decoder_only": False,
-    "motion_module_type": "Vanilla",
-    "motion_module_kwargs": MOTION_KWARGS,
-}
+# What Moore trains stage 2 with, read from its own tree (not repeated here): inference_v2.yaml's
+# unet_additional_kwargs, motion_module_kwargs included. Our copy is src.models.moore.MOORE_MOTION_MODULE_KWARGS,
+# which tests/unit/test_aa_moore.py checks against the motion_module_kwargs saved below.
+UNET3D_EXTRA = OmegaConf.to_container(OmegaConf.load("configs/inference/inference_v2.yaml").unet_additional_kwargs)
+MOTION_KWARGS = UNET3D_EXTRA["motion_module_kwargs"]
 
 
 def unet3d(extra):
