@@ -353,10 +353,11 @@ class ShardSampleDataset(IterableDataset):
                 carried.setdefault(lane, Counter()).update(guard.yielded())
                 continue
             guard.processed()
-            # the skips ride on the next usable sample of the lane they happened in: a checkpoint that holds this
-            # sample's position also holds theirs, so a resume neither recounts nor loses them
-            # (the stream's own skips ride with the rank holding lane 0, so N ranks report a broken tar once)
-            sample["skipped"] = dict(carried.pop(lane, Counter()) + (stream_skips if first == 0 else Counter()))
+            # the skips ride on the next usable sample of the lane they happened in: a checkpoint that holds
+            # this sample's position also holds theirs, so a resume neither recounts nor loses them (the
+            # stream's own skips ride with the rank holding lane 0, so N ranks report a broken tar once)
+            own = carried.pop(lane, Counter())
+            sample["skipped"] = dict(own + stream_skips if first == 0 else own)
             stream_skips = Counter()
             sample["stream_position"] = (worker, lane, position + 1)
             queues[lane].append(sample)

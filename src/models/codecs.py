@@ -110,9 +110,9 @@ class AutoencoderKLCodec(LatentCodec):
         return list(x.split(size))
 
     def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Images -> `scaling_factor * z`, z = mean + std * noise (the posterior sample; `noise` from the global RNG
-        when None) or the posterior's mode when `sample_posterior` is off. The same moments as `encode_moments`,
-        so a latent drawn from cached moments equals one encoded now."""
+        """Images -> `scaling_factor * z`, z = mean + std * noise (the posterior sample; `noise` from the
+        global RNG when None) or the posterior's mode when `sample_posterior` is off. The same moments as
+        `encode_moments`, so a latent drawn from cached moments equals one encoded now."""
         if noise is not None and tuple(noise.shape) != (x.shape[0], *self.latent_shape(*x.shape[-2:])):
             raise ValueError(
                 f"{type(self).__name__}.encode: posterior noise {tuple(noise.shape)} does not match the latents "

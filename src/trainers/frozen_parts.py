@@ -48,10 +48,11 @@ class FrozenPartsMixin:
     def posterior_latents(
         mean: torch.Tensor, std: torch.Tensor | None, draws: SampleDraws, purpose: str
     ) -> torch.Tensor:
-        """The training latent: mean + std * each sample's own normal under `purpose` (src.trainers.sample_draws),
-        or the mean for a deterministic codec. The one way training samples a posterior, whether the moments were
-        just computed or read from a latent cache (src.data.cache). `mean`: `b C h w` (an image per sample) or
-        `b c t h w` (a video; its noise is drawn frame by frame, `t c h w`, as the frames are encoded)."""
+        """The training latent: mean + std * each sample's own normal under `purpose`
+        (src.trainers.sample_draws), or the mean for a deterministic codec. The one way training samples a
+        posterior, whether the moments were just computed or read from a latent cache (src.data.cache).
+        `mean`: `b C h w` (an image per sample) or `b c t h w` (a video; its noise is drawn frame by frame,
+        `t c h w`, as the frames are encoded)."""
         if std is None:
             return mean
         if mean.ndim == 5:
@@ -69,15 +70,15 @@ class FrozenPartsMixin:
         purpose: str = "image_posterior",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """`b c h w` images -> latents. A codec that samples its posterior (the VAEs) takes the noise from `draws`
-        under `purpose` in training (one image per training sample: each sample's own noise, whatever rank or
-        batch it lands in; see `posterior_latents`), from the sampling `generator` at inference (the seed alone
-        fixes the output), else from the global RNG."""
+        """`b c h w` images -> latents. A codec that samples its posterior (the VAEs) takes the noise from
+        `draws` under `purpose` in training (one image per training sample: each sample's own noise, whatever
+        rank or batch it lands in; see `posterior_latents`), from the sampling `generator` at inference (the
+        seed alone fixes the output), else from the global RNG."""
         if draws is not None:
             if images.shape[0] != draws.batch_size:
                 raise ValueError(
-                    f"encode_images with draws takes one image per training sample: {images.shape[0]} images for "
-                    f"{draws.batch_size} samples."
+                    f"encode_images with draws takes one image per training sample: {images.shape[0]} images "
+                    f"for {draws.batch_size} samples."
                 )
             return self.posterior_latents(*self.codec.encode_moments(images), draws, purpose)
         noise = None

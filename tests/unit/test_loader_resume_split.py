@@ -71,8 +71,8 @@ def assert_same_batches(got: list[dict], want: list[dict]) -> None:
 def test_a_resumed_loader_decodes_nothing_it_skips_and_yields_the_uninterrupted_batches(
     shards_with_bad_samples, decode_log, split
 ) -> None:
-    """Also with lanes (split_global_batch: a batch is 2 lanes here): each skip rides on the next sample of its
-    own lane, so the resumed batches carry exactly the uninterrupted batches' skips (none counted twice)."""
+    """Also with lanes (split_global_batch: a batch is 2 lanes here): each skip rides on the next sample
+    of its own lane, so the resumed batches carry the uninterrupted batches' skips (none counted twice)."""
     straight = make_loader(shards_with_bad_samples, split=split)
     epoch0 = list(straight)
     straight_calls = list(decode_log)
@@ -97,7 +97,7 @@ def test_a_resumed_loader_decodes_nothing_it_skips_and_yields_the_uninterrupted_
     at_end = resumed.state_dict()  # saved on epoch 0's last batch, with per-rank positions
     assert_same_batches(list(resumed), epoch1)
 
-    # a position at an epoch's end stays in that epoch: its iteration yields nothing, the next is epoch 1 whole
+    # a position at an epoch's end stays in that epoch: its iteration yields nothing; the next is epoch 1
     resumed_at_end = make_loader(shards_with_bad_samples, split=split)
     resumed_at_end.load_state_dict(at_end)
     assert list(resumed_at_end) == []
