@@ -8,6 +8,8 @@
    Step time, TFLOP/s, MFU (FLOPs of one baseline step counted by FlopCounterMode; MFU against
    src.trainers.speed_monitor's peak table) and peak memory.
 3. EMA update per step: per-parameter loop vs fused foreach (bench/ema_step.py) on the SD1.5 UNet.
+   Our training step vs the reference code's step style and vs our step from the latent cache
+   (bench/reference_step.py; the demo experiments' networks, batch 8, bf16 autocast).
 4. I3D feature throughput for FVD (clips/s, 16x224x224, random weights of the real network).
 5. Loader throughput: Animate Anyone stage-1 samples/s through the real loader with 8 workers over generated
    shards, against the GPU's consumption (batch 4 / measured step time); goal: loader >= 2x.
@@ -35,7 +37,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import ema_step  # noqa: E402
+from bench import ema_step, reference_step  # noqa: E402
 from bench.common import table  # noqa: E402
 from bench.peak_memory import TINY_UNET, aa_step, dc_step  # noqa: E402
 from src.trainers.performance import sdpa_backend_context  # noqa: E402
@@ -242,6 +244,12 @@ def main(argv: list[str] | None = None) -> dict:
     ema = ema_step.measure(device.type, full=not args.smoke, repeats=2 if args.smoke else 20)
     report["ema"] = ema
     seconds["ema"] = time.perf_counter() - started - sum(seconds.values())
+    report["reference_step"] = [
+        reference_step.measure(s, device.type, batch=1 if args.smoke else 8, steps=1 if args.smoke else 10,
+                               bf16=not args.smoke)
+        for s in ("aa", "dc")
+    ]  # fmt: skip
+    seconds["reference_step"] = time.perf_counter() - started - sum(seconds.values())
     report["i3d"] = i3d_throughput(device, args.smoke)
     seconds["i3d"] = time.perf_counter() - started - sum(seconds.values())
     stage1 = report["steps"][next(iter(report["steps"]))]["variants"][0]
@@ -258,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(rows))
     print(f"EMA update: per-parameter {ema['per_parameter_ms']:.2f} ms, foreach {ema['foreach_ms']:.2f} ms "
           f"({ema['speedup']:.2f}x, {ema['tensors']} tensors)")
+    print(table(reference_step.rows(report["reference_step"])))
     print(f"I3D features: {report['i3d']['clips_per_s']:.1f} clips/s ({report['i3d']['clip']})")
     loader = report["loader"]
     ratio = f", {loader['ratio']:.2f}x the GPU's {loader['gpu_samples_per_s']:.1f}" if loader["ratio"] else ""

@@ -176,6 +176,7 @@ TRAINER_RULES = [
     Rule("callbacks.nonfinite.check_every_n_steps", positive_int, "a positive integer", "50"),
     Rule("callbacks.nonfinite.max_skipped", nullable(nonneg_int), "null (no limit) or an integer >= 0", "100"),
     Rule("callbacks.skipped_samples.every_n_steps", positive_int, "a positive integer", "50"),
+    Rule("callbacks.preemption.check_every_n_steps", positive_int, "a positive integer", "10"),
 ]
 
 DATA_RULES = [

@@ -201,4 +201,5 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         caption_key=data.caption_key,
         **stream_settings(data, seed),
     )
+    dataset.augmentation_seed = data.get("augmentation_seed")
     return ExactBatchLoader.from_config(dataset, data, seed, collate_caption_video)

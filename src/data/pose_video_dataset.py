@@ -194,6 +194,7 @@ def loader_from_config(data: DictConfig, shards: str | Sequence[str], seed: int)
         crop_ratio=tuple(data.crop_ratio),
         **stream_settings(data, seed),
     )
+    dataset.augmentation_seed = data.get("augmentation_seed")
     return ExactBatchLoader.from_config(dataset, data, seed, collate_pose_video)
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
+import zlib
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -164,21 +165,34 @@ class SkipGuard:
                 f"{list(self.shards)[:3]}); they may be empty or hold no {self.entries} entries"
             )
 
-    def yielded(self) -> dict[str, int]:
-        """The skips since the previous yield, per reason (they ride on the sample being yielded); resets."""
-        pending, self.pending = dict(self.pending), Counter()
+    def processed(self) -> None:
+        """A sample was usable: the shards are not hopeless."""
         self.consecutive = self.shard_opens = 0
+
+    def yielded(self) -> dict[str, int]:
+        """The skips since the previous call, per reason (they ride on a sample being yielded); resets."""
+        pending, self.pending = dict(self.pending), Counter()
         return pending
 
 
 @dataclass
 class IterState:
-    """What one iteration of a dataset depends on besides its seed; fixed by the loader in the main process."""
+    """What one iteration of a dataset depends on besides its seed; fixed by the loader in the main process.
+
+    `lanes`/`own_lanes`: the raw stream is dealt into `lanes` lanes (raw sample k goes to lane k % lanes) and this
+    iteration processes only the lanes in `own_lanes` (a range), yielding one sample per owned lane per round.
+    `resume`: per (worker, lane), how many raw samples of that stream were already consumed (skipped unread).
+    `worker_offset`: DataLoader worker i plays stream worker (i + offset) % workers, so a resumed DataLoader, whose
+    first batch always comes from worker 0, continues the round-robin where the interrupted one stopped."""
 
     epoch: int = 0
     pass_index: int = 0
     rank: int | None = None
     world_size: int | None = None
+    lanes: int = 1
+    own_lanes: tuple[int, int] = (0, 1)
+    resume: dict[tuple[int, int], int] = field(default_factory=dict)
+    worker_offset: int = 0
 
 
 def stream_settings(data: Any, seed: int) -> dict[str, Any]:
@@ -194,8 +208,11 @@ def stream_settings(data: Any, seed: int) -> dict[str, Any]:
 class ShardSampleDataset(IterableDataset):
     """Iterable of processed samples from webdataset shards; subclasses implement `process(raw, rng)`.
 
-    Random draws come from a numpy Generator seeded by (seed, rank, worker id, epoch, pass), so streams
-    are reproducible. `process` raises on any defect; the sample is then skipped, logged and counted.
+    The raw stream (shard order, shuffle buffer) draws from a numpy Generator seeded by (seed, rank, worker id,
+    epoch, pass); `process` gets its own Generator seeded by that and the sample's raw position in the stream, so
+    a raw sample can be passed over unread (a resumed run, another rank's lane) without shifting any later draw.
+    `process` raises on any defect; the sample is then skipped, logged and counted. Each yielded sample carries
+    "stream_position" = (worker, lane, raw samples consumed), which the loader turns into its resume state.
     """
 
     #: logger the skip warnings go to (subclasses set their module's logger)
@@ -204,6 +221,10 @@ class ShardSampleDataset(IterableDataset):
     skip_hint: str = "check the shards and the data config"
     #: the entries a usable sample has, for the "no usable sample" message
     required_entries: str = "'mp4'"
+    #: None: `process` draws (crop, clip, stride) afresh per stream position. An int (`data.augmentation_seed`):
+    #: one frozen draw per video, keyed on (this seed, the sample's key), whatever epoch, rank or position reads
+    #: it; what a latent cache stores (src.data.cache), so an uncached run can train exactly like a cached one.
+    augmentation_seed: int | None = None
 
     def __init__(
         self,
@@ -231,10 +252,31 @@ class ShardSampleDataset(IterableDataset):
         self.skip_counts: Counter[str] = Counter()
 
     def set_state(
-        self, *, epoch: int, pass_index: int = 0, rank: int | None = None, world_size: int | None = None
+        self,
+        *,
+        epoch: int,
+        pass_index: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        lanes: int = 1,
+        own_lanes: tuple[int, int] = (0, 1),
+        resume: dict[tuple[int, int], int] | None = None,
+        worker_offset: int = 0,
     ) -> None:
-        """Fix the epoch (and pass, rank) for the next iteration; the loader calls this in the main process."""
-        self.state = IterState(epoch, pass_index, rank, world_size)
+        """Fix the epoch (and pass, rank, lanes, resume point) for the next iteration; the loader calls this in
+        the main process."""
+        if not 0 <= own_lanes[0] < own_lanes[1] <= lanes:
+            raise ValueError(f"own_lanes={own_lanes} is not a range inside [0, lanes={lanes})")
+        self.state = IterState(
+            epoch,
+            pass_index,
+            rank,
+            world_size,
+            lanes,
+            tuple(own_lanes),
+            dict(resume or {}),
+            int(worker_offset),
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.state = IterState(epoch, 0, self.state.rank, self.state.world_size)
@@ -243,6 +285,12 @@ class ShardSampleDataset(IterableDataset):
         """One raw shard sample (bytes per entry, `__key__`, `__url__`) -> one training sample; raise if bad."""
         raise NotImplementedError
 
+    def sample_rng(self, base: list[int], position: int, key: str) -> np.random.Generator:
+        """The Generator `process` draws from for one sample (see `augmentation_seed`)."""
+        if self.augmentation_seed is None:
+            return np.random.default_rng([*base, position])
+        return np.random.default_rng([int(self.augmentation_seed), zlib.crc32(key.encode("utf-8"))])
+
     # -- stream construction -------------------------------------------------------------------
     def _slot(self) -> tuple[int, int, int, int]:
         rank, world = self.state.rank, self.state.world_size
@@ -250,7 +298,7 @@ class ShardSampleDataset(IterableDataset):
             rank, world = get_rank_and_world_size()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return rank, world, worker, workers
+        return rank, world, (worker + self.state.worker_offset) % workers, workers
 
     def _urls(self, rng: np.random.Generator, slot: int, slots: int, guard: SkipGuard) -> Iterator[dict]:
         if self.resampled:
@@ -275,7 +323,8 @@ class ShardSampleDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world, worker, _ = self._slot()
-        rng = np.random.default_rng([self.seed, rank, worker, self.state.epoch, self.state.pass_index])
+        state = self.state
+        base = [self.seed, rank, worker, state.epoch, state.pass_index]
         guard = SkipGuard(
             self.max_consecutive_skips,
             self.shards,
@@ -285,28 +334,92 @@ class ShardSampleDataset(IterableDataset):
             entries=self.required_entries,
             counts=self.skip_counts,
         )
-        for raw in self._raw_samples(rng, guard):
+        first, last = state.own_lanes
+        queues: dict[int, deque] = {lane: deque() for lane in range(first, last)}
+        carried: dict[int, Counter[str]] = {}  # per lane: skips not yet on a sample
+        stream_skips: Counter[str] = Counter()  # broken tars: met by every rank reading this stream
+        for position, raw in enumerate(self._raw_samples(np.random.default_rng(base), guard)):
+            stream_skips.update(guard.yielded())
+            lane = position % state.lanes
+            if lane not in queues or position < state.resume.get((worker, lane), 0):
+                continue  # another rank's lane, or consumed before the checkpoint: never decoded
             key = str(raw.get("__key__", "<no key>"))
             try:
-                sample = self.process(raw, rng)
+                sample = self.process(raw, self.sample_rng(base, position, key))
             except Exception as exc:  # a bad sample must never stop the epoch; TooManySkips bounds this
-                guard.skip(f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}", skip_reason(exc))
+                guard.skip(
+                    f"{key} ({raw.get('__url__', '?')})", f"{type(exc).__name__}: {exc}", skip_reason(exc)
+                )
+                carried.setdefault(lane, Counter()).update(guard.yielded())
                 continue
-            sample["skipped"] = guard.yielded()
-            yield sample
-        if guard.pending:
+            guard.processed()
+            # the skips ride on the next usable sample of the lane they happened in: a checkpoint that holds
+            # this sample's position also holds theirs, so a resume neither recounts nor loses them (the
+            # stream's own skips ride with the rank holding lane 0, so N ranks report a broken tar once)
+            own = carried.pop(lane, Counter())
+            sample["skipped"] = dict(own + stream_skips if first == 0 else own)
+            stream_skips = Counter()
+            sample["stream_position"] = (worker, lane, position + 1)
+            queues[lane].append(sample)
+            if len(queues[lane]) > self.max_consecutive_skips:
+                raise TooManySkips(
+                    f"lane {lane} of {state.lanes} is {len(queues[lane])} samples ahead of another lane whose samples "
+                    f"all fail; check the shards {list(self.shards)[:3]}. {self.skip_hint}"
+                )
+            while all(queues.values()):  # one round: a sample per owned lane, in lane order
+                for queue in queues.values():
+                    yield queue.popleft()
+        unreported = stream_skips + Counter(guard.yielded()) if first == 0 else Counter()
+        for counts in carried.values():
+            unreported.update(counts)
+        for queue in queues.values():
+            for sample in queue:
+                unreported.update(sample["skipped"])
+        if unreported:
             self.logger.warning(
                 "%d skipped samples at the end of a finite pass were not reported in a batch: %s",
-                sum(guard.pending.values()),
-                dict(guard.pending),
+                sum(unreported.values()),
+                dict(unreported),
             )
+
+
+class _CollateWithPositions:
+    """The dataset's collate, with the samples' "stream_position" moved out of the samples into a list."""
+
+    def __init__(self, collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]]) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        positions = [s.pop("stream_position", None) for s in samples]
+        batch = self.collate_fn(samples)
+        batch["stream_position"] = positions
+        return batch
+
+
+def _gather_per_rank(mine: dict[str, int], rank: int) -> dict[int, dict[str, int]]:
+    """Every rank's resume positions (each rank reads its own stream); a collective when several ranks run, which
+    is safe because Lightning builds a checkpoint's contents on every rank."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return {rank: mine}
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (rank, mine))
+    return dict(gathered)
 
 
 class ExactBatchLoader:
     """Yields exactly `batches_per_epoch` collated batches per rank and epoch (so DDP ranks stay in step).
 
-    Each epoch builds a fresh DataLoader after fixing the dataset's epoch, rank and world size in the main
+    Each epoch builds a fresh DataLoader after fixing the dataset's epoch, rank, world size and lanes in the main
     process. A finite (resampled=False) stream that runs dry is restarted as a new pass.
+
+    `split_global_batch`: every rank reads the raw stream a single process would read, dealt into G = batch_size
+    x world size lanes; rank r decodes only lanes [r*b, (r+1)*b), so each rank decodes only its own slice of the
+    global batch, and a bad sample is replaced by the next sample of its own lane, whatever the world size. So N
+    ranks x b train on exactly the global batches of one process x N*b.
+
+    Resume: the loader's state records, per rank, (DataLoader worker, lane) -> raw samples consumed; a resumed
+    loader passes over those raw samples in the tar reader without decoding them and yields what the
+    uninterrupted loader would have yielded next.
     """
 
     def __init__(
@@ -334,10 +447,11 @@ class ExactBatchLoader:
         self.seed = seed
         self.pin_memory = pin_memory
         self.split_global_batch = bool(split_global_batch)
-        self._world = 1
         self.epoch = 0
-        self._position = (0, 0)  # (epoch, batches yielded in it): what a checkpoint stores
-        self._skip = 0
+        # what a checkpoint stores: epoch, batches yielded in it, the pass, and the raw positions per (worker, lane)
+        self._position: tuple[int, int, int, int] = (0, 0, 0, 0)  # + batches yielded in the pass
+        self._consumed: dict[tuple[int, int], int] = {}
+        self._resume: tuple[int, int, dict[tuple[int, int], int] | None] | None = None
 
     @classmethod
     def from_config(
@@ -371,45 +485,95 @@ class ExactBatchLoader:
         the single stream a one-process run reads."""
         return (0, 1) if self.split_global_batch else (rank, world)
 
+    def lanes(self, rank: int, world: int) -> tuple[int, tuple[int, int]]:
+        """(lanes, owned lane range) of this rank: one lane of its own stream, or with `split_global_batch` the
+        rank's `batch_size` lanes out of the global batch's."""
+        if not self.split_global_batch:
+            return 1, (0, 1)
+        return self.batch_size * world, (rank * self.batch_size, (rank + 1) * self.batch_size)
 
-    def rank_slice(self, batch: dict[str, Any], rank: int, world: int, epoch: int, index: int) -> dict[str, Any]:
-        """The part of a collated batch this rank keeps (all of it, or with `split_global_batch` its `batch_size`
-        slice of the global batch), plus each sample's global index, "sample_index" (int64, `(batch_size,)`).
+    def rank_slice(
+        self, batch: dict[str, Any], rank: int, world: int, epoch: int, index: int
+    ) -> dict[str, Any]:
+        """The batch plus each sample's global index, "sample_index" (int64, `(batch_size,)`), and the first of
+        them as a Python int, "first_sample_index" (read on the host without a device sync).
 
         Samples are numbered in the order of the epoch's global batches: batch `index` of epoch `epoch` holds
         indices `(epoch * batches_per_epoch + index) * G + [0, G)` with G = batch_size x world size, rank r the
         r-th `batch_size` of them. With `split_global_batch` that is each sample's position in the one stream a
         single process reads, whatever the world size; the model keys its noise, timesteps and dropout on it
         (src.trainers.sample_draws), and a resumed loader replays the same numbering."""
-        lo, hi = rank * self.batch_size, (rank + 1) * self.batch_size
-        out = {k: v[lo:hi] for k, v in batch.items()} if self.split_global_batch else dict(batch)
-        first = (epoch * self.batches_per_epoch + index) * self.batch_size * world
-        out["sample_index"] = torch.arange(first + lo, first + hi, dtype=torch.int64)
+        lo = rank * self.batch_size
+        first = (epoch * self.batches_per_epoch + index) * self.batch_size * world + lo
+        out = dict(batch)
+        out["sample_index"] = torch.arange(first, first + self.batch_size, dtype=torch.int64)
+        out["first_sample_index"] = first
         return out
 
-    def state_dict(self) -> dict[str, int]:
-        """The stream's position; Lightning saves it in checkpoints so a resumed run continues the same batches."""
-        epoch, batches = self._position
-        return {"epoch": epoch, "batches": batches}
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's position; Lightning saves it in checkpoints so a resumed run continues the same batches
+        without decoding the samples already used."""
+        epoch, batches, pass_index, in_pass = self._position
+        rank, _ = get_rank_and_world_size()
+        mine = {f"{w}:{lane}": n for (w, lane), n in self._consumed.items()}
+        return {
+            "epoch": epoch,
+            "batches": batches,
+            "pass": pass_index,
+            "pass_batches": in_pass,
+            "positions": _gather_per_rank(mine, rank),
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue at a saved position: the next iteration replays that epoch's stream and skips what was used.
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at a saved position: the next iteration starts in the saved pass and passes over the raw
+        samples already used without decoding them (or, for a state without this rank's positions, from an
+        older format or another world size, replays the epoch's stream and drops the batches already used).
 
         A position at the end of an epoch stays in that epoch: its iteration yields nothing, and the next epoch's
         stream starts whole at the iteration after. (Lightning, resumed from a checkpoint written on an epoch's
         last batch, may first ask for that epoch's remainder; rolling over to the next epoch here made that one
         request take the next epoch's first batch and the following iteration start the epoch after.)"""
-        self.epoch, self._skip = int(state["epoch"]), int(state["batches"])
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        rank, _ = get_rank_and_world_size()
+        positions = state.get("positions", {}).get(rank)
+        resume = (
+            None
+            if positions is None
+            else {tuple(int(x) for x in key.split(":")): int(n) for key, n in positions.items()}
+        )
+        pass_index = int(state.get("pass", 0)) if resume is not None else 0
+        in_pass = int(state.get("pass_batches", batches)) if resume is not None else 0
+        self.epoch = epoch
+        self._resume = (batches, pass_index, in_pass, resume)
 
-    def _pass(self, epoch: int, pass_index: int, rank: int, world: int) -> DataLoader:
-        self.dataset.set_state(epoch=epoch, pass_index=pass_index, rank=rank, world_size=world)
-        state = np.random.SeedSequence([self.seed, rank, epoch, pass_index]).generate_state(1)[0]
+    def _pass(
+        self,
+        epoch: int,
+        pass_index: int,
+        rank: int,
+        world: int,
+        resume: dict[tuple[int, int], int],
+        in_pass: int = 0,
+    ) -> DataLoader:
+        stream_rank, stream_world = self.stream_slot(rank, world)
+        lanes, own = self.lanes(rank, world)
+        self.dataset.set_state(
+            epoch=epoch,
+            pass_index=pass_index,
+            rank=stream_rank,
+            world_size=stream_world,
+            lanes=lanes,
+            own_lanes=own,
+            resume=resume,
+            worker_offset=in_pass % max(self.num_workers, 1),
+        )
+        state = np.random.SeedSequence([self.seed, stream_rank, epoch, pass_index]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
         return DataLoader(
             self.dataset,
-            batch_size=self.batch_size * (self._world if self.split_global_batch else 1),
+            batch_size=self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
+            collate_fn=_CollateWithPositions(self.collate_fn),
             drop_last=True,
             pin_memory=self.pin_memory,
             generator=generator,
@@ -418,24 +582,29 @@ class ExactBatchLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.epoch
         self.epoch += 1
-        skip, self._skip = self._skip, 0
-        self._position = (epoch, skip)
+        skip, pass_index, in_pass, resume = self._resume or (0, 0, 0, {})
+        self._resume = None
+        self._position = (epoch, skip, pass_index, in_pass)
+        self._consumed = dict(resume or {})
         if skip >= self.batches_per_epoch:
             return  # resumed at the end of this epoch: nothing of it is left (and nothing to replay)
+        # without positions for this rank (an older checkpoint, another world size): decode and drop `skip` batches
+        replay = 0 if resume is not None else skip
+        produced = skip if resume is not None else 0
         rank, world = get_rank_and_world_size()
-        self._world = world
-        stream_rank, stream_world = self.stream_slot(rank, world)
-        produced, pass_index = 0, 0
         while produced < self.batches_per_epoch:
-            batches = iter(self._pass(epoch, pass_index, stream_rank, stream_world))
+            batches = iter(self._pass(epoch, pass_index, rank, world, self._consumed, in_pass))
             got = 0
             try:
                 for batch in batches:
-                    if produced >= skip:  # resuming: replay the epoch's stream up to the saved position
-                        self._position = (epoch, produced + 1)
-                        yield self.rank_slice(batch, rank, world, epoch, produced)
+                    positions = batch.pop("stream_position")
                     produced += 1
                     got += 1
+                    in_pass += 1
+                    if produced > replay:
+                        self._consumed.update({(w, lane): n for w, lane, n in positions})
+                        self._position = (epoch, produced, pass_index, in_pass)
+                        yield self.rank_slice(batch, rank, world, epoch, produced - 1)
                     if produced == self.batches_per_epoch:
                         break
             finally:
@@ -446,3 +615,5 @@ class ExactBatchLoader:
                     f"shard(s) in a whole pass; use resampled=True, a smaller batch size, or more data"
                 )
             pass_index += 1
+            in_pass = 0
+            self._consumed = {}

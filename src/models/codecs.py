@@ -58,6 +58,11 @@ class LatentCodec(nn.Module):
         """Images -> latents; `noise` (N, *latent_shape) is the posterior sample's noise of a sampling codec."""
         raise NotImplementedError
 
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean, std) of the scaled latent posterior, std None for a deterministic codec: training draws the
+        latent itself (mean + std * its own per-sample normal), so a cache of the moments trains exactly alike."""
+        return self.encode(x), None
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -105,24 +110,28 @@ class AutoencoderKLCodec(LatentCodec):
         return list(x.split(size))
 
     def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Images -> `scaling_factor * z`, z = mean + std * noise (the posterior sample; `noise` from the global RNG
-        when None) or the posterior's mode when `sample_posterior` is off."""
-        self._check_images(x)
+        """Images -> `scaling_factor * z`, z = mean + std * noise (the posterior sample; `noise` from the
+        global RNG when None) or the posterior's mode when `sample_posterior` is off. The same moments as
+        `encode_moments`, so a latent drawn from cached moments equals one encoded now."""
         if noise is not None and tuple(noise.shape) != (x.shape[0], *self.latent_shape(*x.shape[-2:])):
             raise ValueError(
                 f"{type(self).__name__}.encode: posterior noise {tuple(noise.shape)} does not match the latents "
                 f"{(x.shape[0], *self.latent_shape(*x.shape[-2:]))} of images {tuple(x.shape)}."
             )
-        noises = noise.split(self.slice_size or x.shape[0]) if noise is not None else [None] * len(self._chunks(x))
-        out = []
-        for chunk, eps in zip(self._chunks(x), noises):
+        mean, std = self.encode_moments(x)
+        if std is None:
+            return mean
+        return mean + std * (torch.randn_like(std) if noise is None else noise.to(std))
+
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled posterior mean and std (std None when `sample_posterior` is off: the latent is the mode)."""
+        self._check_images(x)
+        means, stds = [], []
+        for chunk in self._chunks(x):
             posterior = self.vae.encode(chunk.to(self.vae.dtype)).latent_dist
-            if not self.sample_posterior:
-                z = posterior.mode()
-            else:
-                z = posterior.sample() if eps is None else posterior.mean + posterior.std * eps.to(posterior.mean)
-            out.append(z * self.scaling_factor)
-        return torch.cat(out)
+            means.append(posterior.mean * self.scaling_factor)
+            stds.append(posterior.std * self.scaling_factor)
+        return torch.cat(means), (torch.cat(stds) if self.sample_posterior else None)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         self._check_latents(z)

@@ -50,13 +50,14 @@ class ReferenceBank:
 
     @use_reference.setter
     def use_reference(self, value: torch.Tensor | None) -> None:
-        """Validate the per-sample flags and decide once (not in every attention layer) whether a mask is needed."""
+        """Validate the per-sample flags; any flags mean a mask (deciding from their values would need a host sync
+        every step; callers whose flags are all True pass None, which keeps the unmasked fused kernels)."""
         if value is not None and (value.ndim != 1 or value.dtype != torch.bool):
             raise ValueError(
                 f"use_reference must be a 1-D bool tensor (B,), got {value.dtype} {tuple(value.shape)}."
             )
         self._use_reference = value
-        self._needs_mask = value is not None and not bool(value.all())
+        self._needs_mask = value is not None
 
     def set_use_reference(self, use_reference: torch.Tensor | None) -> None:
         self.use_reference = use_reference

@@ -50,6 +50,8 @@ class SamplingConfig:
 
 
 class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
+    #: batch entries only the frozen parts read: a latent cache stores their features instead (src.data.cache)
+    frozen_inputs = ("pixel_values", "reference")
     def __init__(
         self,
         net: nn.Module,
@@ -127,24 +129,47 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
                 names.add(name)
         return names
 
+    def cache_encoders(self) -> dict[str, nn.Module]:
+        """The frozen parts whose outputs a latent cache stores (their weights' hash keys the cache)."""
+        return {"codec": self.codec, "image_encoder": self.image_encoder}
+
     # ------------------------------------------------------------------------------------------- training
+    @torch.no_grad()
+    def frozen_features(self, batch: dict) -> dict[str, torch.Tensor]:
+        """What the frozen codec and CLIP encoder make of a batch, per sample and without randomness: the latent
+        posteriors' moments of the targets and the reference, and the reference's CLIP embedding. A latent
+        cache (`python -m src.data.cache`) stores exactly these, so a cached batch trains like a raw one."""
+        mean, std = self.encode_video_moments(batch["pixel_values"])
+        reference_mean, reference_std = self.codec.encode_moments(batch["reference"])
+        features = {"latent_mean": mean, "reference_mean": reference_mean}
+        if std is not None:
+            features.update(latent_std=std, reference_std=reference_std)
+        features["clip_embeds"] = self.image_encoder(batch["reference"])
+        return features
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        pixels, pose, reference = batch["pixel_values"], batch["pose"], batch["reference"]
-        b = pixels.shape[0]
+        pose = batch["pose"]
+        features = batch if "latent_mean" in batch else self.frozen_features(batch)  # cached or computed now
+        b = pose.shape[0]
         draws = SampleDraws.for_batch(self.seed, batch, b)
-        latents = self.encode_video(pixels, draws)
-        reference_latents = self.encode_images(reference, draws, "reference_posterior")
-        with torch.no_grad():
-            clip_embeds = self.image_encoder(reference)
+        latents = self.posterior_latents(
+            features["latent_mean"], features.get("latent_std"), draws, "video_posterior"
+        )
+        reference_latents = self.posterior_latents(
+            features["reference_mean"], features.get("reference_std"), draws, "reference_posterior"
+        )
+        clip_embeds = features["clip_embeds"]
         # Conditioning dropout, matching the unconditional branch at sampling time (see UNCOND_MODES).
         drop, noise, timesteps = self.draw_randomness(latents, batch)
         if self.uncond == "moore":
             drop = drop[:1].expand(b)  # Moore drops the whole batch or none of it
         clip_embeds = torch.where(drop[:, None, None], self.unconditional_clip(b).to(clip_embeds), clip_embeds)
         noisy = self.objective.add_noise(latents, noise, timesteps)
-        prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=~drop)
+        use_reference = ~drop if self.cond_drop_prob > 0 else None  # None: no mask, the fused attention kernels
+        prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=use_reference)
         loss = self.objective.loss(prediction, self.objective.target(latents, noise, timesteps), timesteps)
 
+        # a tensor, not a number: Lightning reads it on the host only at its logging intervals
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
         return loss
 
@@ -238,7 +263,8 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         k = len(guidance.branches)  # cond (+ uncond)
         clip_in = torch.cat([clip_embeds, self.unconditional_clip(b).to(clip_embeds)][:k])
         use_reference = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)][:k])
-        self.net.write_reference(reference_latents.repeat(k, 1, 1, 1), clip_in, use_reference.to(reference.device))
+        use_reference = use_reference.to(reference.device) if k > 1 else None  # one branch: all see the reference
+        self.net.write_reference(reference_latents.repeat(k, 1, 1, 1), clip_in, use_reference)
         pose_features = self.net.encode_pose(pose.repeat(k, 1, 1, 1, 1))
 
         def model(x: torch.Tensor, timesteps: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:

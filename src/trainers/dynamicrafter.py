@@ -82,6 +82,8 @@ class DynamiCrafterSampling:
 
 
 class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
+    #: batch entries only the frozen parts read: a latent cache stores their features instead (src.data.cache)
+    frozen_inputs = ("video",)
     def __init__(
         self,
         net: DynamiCrafterNet,
@@ -201,6 +203,10 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
             frozen.eval()
         return self
 
+    def cache_encoders(self) -> dict[str, nn.Module]:
+        """The frozen parts whose outputs a latent cache stores (their weights' hash keys the cache)."""
+        return {"codec": self.codec, "image_encoder": self.image_encoder, "text_encoder": self.text_encoder}
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.net.parameters() if p.requires_grad]
 
@@ -259,6 +265,40 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         return self.text_encoder(list(captions))
 
     @torch.no_grad()
+    def empty_text_embedding(self, like: torch.Tensor) -> torch.Tensor:
+        """The frozen text encoder's embedding of "" (1, L, D), the dropped-text condition; computed once per
+        device and dtype (the encoder is frozen), so text dropout needs no host decision per sample."""
+        cached = getattr(self, "_empty_text", None)
+        if cached is None or cached.device != like.device or cached.dtype != like.dtype:
+            cached = self.encode_text([""]).to(like)
+            self._empty_text = cached
+        return cached
+
+    @torch.no_grad()
+    def zero_image_embedding(self, like: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The image tokens of an all-zero frame of `size` (1, N, D), the dropped-image condition; computed once
+        per frame size, device and dtype."""
+        cached = getattr(self, "_zero_image", None)
+        if cached is None or cached[0] != size or cached[1].device != like.device or cached[1].dtype != like.dtype:
+            zeros = torch.zeros(1, 3, *size, device=like.device, dtype=like.dtype)
+            cached = (size, self.encode_image(zeros).to(like))
+            self._zero_image = cached
+        return cached[1]
+
+    @torch.no_grad()
+    def frozen_features(self, batch: dict) -> dict[str, torch.Tensor]:
+        """What the frozen codec and encoders make of a batch, per sample and without randomness (what a latent
+        cache stores): latent posterior moments, the caption's text embedding and every frame's image tokens
+        `(b, t, N, D)` (the condition frame is drawn per training step)."""
+        video = batch["video"]
+        mean, std = self.encode_video_moments(video)
+        features = {"latent_mean": mean} if std is None else {"latent_mean": mean, "latent_std": std}
+        features["text_embeds"] = self.encode_text(list(batch["caption"]))
+        frames = video.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (b t) c h w
+        features["image_tokens"] = self.encode_image(frames).unflatten(0, video.shape[:1] + video.shape[2:3])
+        return features
+
+    @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(images)
 
@@ -272,27 +312,34 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        video = batch["video"]
-        b, _, t = video.shape[:3]
+        # a latent cache (python -m src.data.cache) holds the moments, caption embeddings and every frame's image
+        # tokens; otherwise the frozen codec and encoders compute them now
+        cached = "latent_mean" in batch
+        mean, std = (batch["latent_mean"], batch.get("latent_std")) if cached else self.encode_video_moments(batch["video"])
+        b, _, t = mean.shape[:3]
         self._check_frames(t)
-        latents = self.encode_video(video, SampleDraws.for_batch(self.seed, batch, b))
+        draws = SampleDraws.for_batch(self.seed, batch, b)
+        latents = self.posterior_latents(mean, std, draws, "video_posterior")
         drawn = self.draw_randomness(batch, latents)
         index, timesteps = drawn.condition_frame, drawn.timesteps
-        rows = torch.arange(b, device=video.device)
-        captions = ["" if drop else caption for caption, drop in zip(batch["caption"], drawn.drop_text.tolist())]
-        frames = video[rows, :, index] * (~drawn.drop_image).to(video.dtype)[:, None, None, None]
-        text = self.encode_text(captions)
-        image = self.encode_image(frames)
+        rows = torch.arange(b, device=latents.device)
+        # dropout on the device: the embeddings of "" and of a zero image (each computed once) replace dropped rows
+        text = batch["text_embeds"] if cached else self.encode_text(list(batch["caption"]))
+        text = torch.where(drawn.drop_text[:, None, None], self.empty_text_embedding(text), text)
+        image = batch["image_tokens"][rows, index] if cached else self.encode_image(batch["video"][rows, :, index])
+        size = tuple(d * self.codec.downsample for d in latents.shape[-2:])  # the frames' size, from shapes only
+        image = torch.where(drawn.drop_image[:, None, None], self.zero_image_embedding(image, size), image)
         context = self.net.context(text, image)
         concat = latents[rows, :, index][:, :, None].expand_as(latents)
 
         clean = self.schedule.rescale_latents(latents, timesteps)
         noise = drawn.noise
         noisy = self.schedule.add_noise(clean, noise, timesteps)
-        fs = self.fs_values(b, video.device, batch.get("frame_stride"), batch.get("fps"))
+        fs = self.fs_values(b, latents.device, batch.get("frame_stride"), batch.get("fps"))
         prediction = self.net(noisy, timesteps, concat, context, fs)
         loss = F.mse_loss(prediction.float(), self.schedule.target(clean, noise, timesteps).float())
 
+        # a tensor, not a number: Lightning reads it on the host only at its logging intervals
         self.log("train/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)  # the global batch's loss
         return loss
 

@@ -37,6 +37,32 @@ class FrozenPartsMixin:
                 checkpoint["state_dict"][key] = current[key]
 
     @torch.no_grad()
+    def encode_video_moments(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`b c t h w` pixels -> the latent posterior's (mean, std), each `b c t h w` (std None: deterministic)."""
+        b, _, t = pixels.shape[:3]
+        mean, std = self.codec.encode_moments(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1))
+        unflat = lambda x: None if x is None else x.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)  # noqa: E731
+        return unflat(mean), unflat(std)
+
+    @staticmethod
+    def posterior_latents(
+        mean: torch.Tensor, std: torch.Tensor | None, draws: SampleDraws, purpose: str
+    ) -> torch.Tensor:
+        """The training latent: mean + std * each sample's own normal under `purpose`
+        (src.trainers.sample_draws), or the mean for a deterministic codec. The one way training samples a
+        posterior, whether the moments were just computed or read from a latent cache (src.data.cache).
+        `mean`: `b C h w` (an image per sample) or `b c t h w` (a video; its noise is drawn frame by frame,
+        `t c h w`, as the frames are encoded)."""
+        if std is None:
+            return mean
+        if mean.ndim == 5:
+            _, c, t, h, w = mean.shape
+            noise = draws.normal(purpose, (t, c, h, w), dtype=mean.dtype).permute(0, 2, 1, 3, 4)
+        else:
+            noise = draws.normal(purpose, mean.shape[1:], dtype=mean.dtype)
+        return mean + std * noise.to(mean.device)
+
+    @torch.no_grad()
     def encode_images(
         self,
         images: torch.Tensor,
@@ -44,26 +70,31 @@ class FrozenPartsMixin:
         purpose: str = "image_posterior",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """`(b k) c h w` images (k per training sample) -> latents. A codec that samples its posterior (the VAEs)
-        takes the noise from `draws` under `purpose` in training (each sample's own, whatever rank or batch it
-        lands in), from the sampling `generator` at inference (the seed alone fixes the output), else from the
-        global RNG."""
+        """`b c h w` images -> latents. A codec that samples its posterior (the VAEs) takes the noise from
+        `draws` under `purpose` in training (one image per training sample: each sample's own noise, whatever
+        rank or batch it lands in; see `posterior_latents`), from the sampling `generator` at inference (the
+        seed alone fixes the output), else from the global RNG."""
+        if draws is not None:
+            if images.shape[0] != draws.batch_size:
+                raise ValueError(
+                    f"encode_images with draws takes one image per training sample: {images.shape[0]} images "
+                    f"for {draws.batch_size} samples."
+                )
+            return self.posterior_latents(*self.codec.encode_moments(images), draws, purpose)
         noise = None
-        if self.codec.samples_posterior and (draws is not None or generator is not None):
+        if generator is not None and self.codec.samples_posterior:
             latent = self.codec.latent_shape(*images.shape[-2:])
-            if draws is not None:
-                noise = draws.normal(purpose, (images.shape[0] // draws.batch_size, *latent)).flatten(0, 1)
-            else:
-                noise = torch.randn((images.shape[0], *latent), generator=generator, device=generator.device)
-            noise = noise.to(images.device)
+            noise = torch.randn((images.shape[0], *latent), generator=generator, device=generator.device)
         return self.codec.encode(images, noise=noise)
 
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor, draws: SampleDraws | None = None) -> torch.Tensor:
         """`b c t h w` pixels in [-1, 1] -> `b c t h w` latents, frame by frame through the codec (`draws`: the
-        training batch's, for the posterior noise; see `encode_images`)."""
+        training batch's, for the posterior noise under "video_posterior"; see `posterior_latents`)."""
+        if draws is not None:
+            return self.posterior_latents(*self.encode_video_moments(pixels), draws, "video_posterior")
         b, _, t = pixels.shape[:3]
-        latents = self.encode_images(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1), draws, "video_posterior")
+        latents = self.codec.encode(pixels.permute(0, 2, 1, 3, 4).flatten(0, 1))
         return latents.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()

@@ -106,7 +106,11 @@ class PreemptionCheckpoint(Callback):
         requeue_signals: Sequence[str] = ("SIGUSR1", "SIGTERM"),
         save_signals: Sequence[str] = (),
         requeue: bool = True,
+        check_every_n_steps: int = 10,
     ) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"callbacks.preemption.check_every_n_steps must be >= 1, got {check_every_n_steps}.")
+        self.check_every_n_steps = int(check_every_n_steps)
         self.levels: dict[signal.Signals, int] = {_signal_number(s): SAVE for s in save_signals}
         self.levels.update({_signal_number(s): REQUEUE for s in requeue_signals})
         self.requeue = requeue
@@ -146,13 +150,19 @@ class PreemptionCheckpoint(Callback):
     ) -> None:
         if trainer.global_step == self._step_at_batch_start:
             return  # mid gradient accumulation: a checkpoint here would lose the accumulated gradients
+        if self._distributed(trainer) and trainer.global_step % self.check_every_n_steps:
+            return  # the ranks agree by an all-reduce read on the host: not every step (it stalls the GPU queue)
         level = self._agreed_level(trainer)
         if level:
             self._save_requeue_exit(trainer, level)
 
+    @staticmethod
+    def _distributed(trainer: L.Trainer) -> bool:
+        return dist.is_available() and dist.is_initialized() and trainer.world_size > 1
+
     def _agreed_level(self, trainer: L.Trainer) -> int:
-        if not (dist.is_available() and dist.is_initialized() and trainer.world_size > 1):
-            return _pending
+        if not self._distributed(trainer):
+            return _pending  # a Python int: reading it costs no sync
         flag = torch.tensor([_pending], dtype=torch.int32, device=trainer.strategy.root_device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())

@@ -26,6 +26,8 @@ from safetensors.torch import load_file
 
 from src import atomic_io
 from src.config import stage_config
+from src.data import latent_cache
+from src.data.shards import list_shards
 from src.export import checkpoint_exists, checkpoint_step
 from src.log_setup import readable_logs
 from src.models.weights_io import save_net_weights
@@ -94,10 +96,17 @@ def resolve_data(cfg: DictConfig) -> DataPaths:
     return DataPaths(train=cfg.data.train_shards, heldout=cfg.data.heldout_shards)
 
 
-def build_train_loader(cfg: DictConfig, shards, rank: int):
+def build_train_loader(cfg: DictConfig, shards, rank: int, module: L.LightningModule | None = None):
     """`data.train_loader` (a partial taking the data config, the shards and the per-rank data seed). With
-    `data.split_global_batch` every rank reads the one stream a single process would, and keeps its slice."""
+    `data.split_global_batch` every rank reads the one stream a single process would, and keeps its slice.
+    With `data.cache` the loader reads the latent cache instead, once its key matches this run's encoders,
+    preprocessing and shards (src.data.latent_cache; a mismatch is refused naming what differs)."""
     rank_seed = cfg.seed if cfg.data.get("split_global_batch") else cfg.seed + 1000 * rank
+    if cfg.data.get("cache"):
+        if module is None:
+            raise ValueError("data.cache needs the built module to check the cache's encoder hashes.")
+        key = latent_cache.check_key(cfg.data.cache, latent_cache.run_cache_key(cfg, module, list_shards(shards)))
+        return latent_cache.loader_from_config(cfg.data, key, rank_seed)
     return instantiate(cfg.data.train_loader)(cfg.data, shards, rank_seed)
 
 
@@ -184,7 +193,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, data: DataPaths, init_w
     trainer.accumulate_grad_batches = accumulation_steps(cfg.global_batch_size, cfg.data.batch_size, trainer.world_size)
     readable_logs()  # after Lightning and the loggers are imported: their duplicate handlers go
 
-    train_loader = build_train_loader(cfg, data.train, rank=trainer.global_rank)
+    train_loader = build_train_loader(cfg, data.train, rank=trainer.global_rank, module=module)
     val_loader = build_val_loader(cfg, data.heldout)
 
     last = stage_dir / "checkpoints" / "last.ckpt"

@@ -59,6 +59,22 @@ def threefry2x32(
     return x0, x1
 
 
+def threefry2x32_int(key0: int, key1: int, ctr0: int, ctr1: int) -> tuple[int, int]:
+    """`threefry2x32` of one counter on Python ints: for the values the host needs (a seed for torch's global
+    RNG) without reading a device tensor back."""
+    k0, k1 = key0 & _MASK, key1 & _MASK
+    ks = (k0, k1, k0 ^ k1 ^ _PARITY)
+    x0, x1 = (ctr0 + ks[0]) & _MASK, (ctr1 + ks[1]) & _MASK
+    for group in range(5):
+        for r in _ROTATIONS[4 * (group % 2) : 4 * (group % 2) + 4]:
+            x0 = (x0 + x1) & _MASK
+            x1 = (((x1 << r) | (x1 >> (32 - r))) & _MASK) ^ x0
+        n = group + 1
+        x0 = (x0 + ks[n % 3]) & _MASK
+        x1 = (x1 + ks[(n + 1) % 3] + n) & _MASK
+    return x0, x1
+
+
 def _purpose_word(purpose: str) -> int:
     return zlib.crc32(purpose.encode("utf-8")) & _MASK
 
@@ -70,7 +86,7 @@ class SampleDraws:
     first dimension is the batch; row i depends only on (seed, sample_index[i], purpose, shape).
     """
 
-    def __init__(self, seed: int, sample_index: torch.Tensor) -> None:
+    def __init__(self, seed: int, sample_index: torch.Tensor, first_index: int | None = None) -> None:
         if not 0 <= int(seed) <= _MASK:
             raise ValueError(f"seed={seed} must be in [0, 2**32) (the range Lightning's seed_everything accepts).")
         if sample_index.ndim != 1 or sample_index.dtype != torch.int64:
@@ -78,8 +94,12 @@ class SampleDraws:
                 f"sample_index must be a 1-D int64 tensor (one global index per sample), got "
                 f"{sample_index.dtype} of shape {tuple(sample_index.shape)}."
             )
-        if sample_index.numel() and int(sample_index.min()) < 0:
+        # `first_index`: sample_index[0] as known on the host (the loader's "first_sample_index"); with it nothing
+        # here reads the device tensor back (the loader's indices are consecutive, so it is also their minimum)
+        lowest = first_index if first_index is not None else (int(sample_index.min()) if sample_index.numel() else 0)
+        if lowest < 0:
             raise ValueError("sample_index holds negative values; global sample indices count up from 0.")
+        self.first_index = first_index
         self.seed = int(seed)
         self.sample_index = sample_index
         self.device = sample_index.device
@@ -95,7 +115,8 @@ class SampleDraws:
                 "index, which src.data.sample_stream.ExactBatchLoader adds to every batch. A custom loader must "
                 "add it too (an int64 tensor of shape (batch,), unique per sample across ranks and steps)."
             )
-        draws = cls(seed, torch.as_tensor(index, dtype=torch.int64))
+        first = batch.get("first_sample_index")
+        draws = cls(seed, torch.as_tensor(index, dtype=torch.int64), None if first is None else int(first))
         if draws.batch_size != batch_size:
             raise ValueError(
                 f"batch['sample_index'] has {draws.batch_size} entries for {batch_size} samples; the loader must "
@@ -166,7 +187,9 @@ class SampleDraws:
         KeyedDropout, keyed per sample; no network in src/models trains with another): one stream per rank step,
         different on every rank, and replayed by a resumed run (the same batch has the same indices); unlike
         the per-sample draws it does depend on how samples are grouped into batches."""
-        words = SampleDraws(self.seed, self.sample_index[:1].cpu()).bits("global_rng", 2)[0]
-        seed = (int(words[0]) << 32 | int(words[1])) & 0x7FFFFFFFFFFFFFFF
+        first = self.first_index if self.first_index is not None else int(self.sample_index[0])
+        key = threefry2x32_int(self.seed, _purpose_word("global_rng"), first & _MASK, first >> 32)
+        words = threefry2x32_int(key[0], key[1], 0, 0)  # = bits("global_rng", 2)[0] of the first sample
+        seed = (words[0] << 32 | words[1]) & 0x7FFFFFFFFFFFFFFF
         torch.manual_seed(seed)
         return seed

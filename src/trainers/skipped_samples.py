@@ -9,7 +9,8 @@ optimizer steps, before each checkpoint and when training ends. Then it logs `da
 for summary.json (`skip_reasons` and `skipped_samples` per stage).
 
 What is counted is what training consumed: a resumed run starts from the checkpoint's totals, and the loader
-replays the stream up to its saved position without yielding, so no skip is counted twice.
+resumes at its saved stream positions (src.data.sample_stream: a skip rides on the next usable sample of its
+own lane, which the checkpoint's position includes or not), so no skip is counted twice or lost.
 """
 
 from __future__ import annotations

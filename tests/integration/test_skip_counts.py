@@ -79,7 +79,7 @@ def check_counts(run_dir, stage, steps, proc, expected) -> None:
 
 def test_animate_anyone_with_two_workers_stopped_and_resumed_counts_each_planted_defect_once(soak, tmp_path):
     """Stopped after 20 of the 34 steps, then resumed from that last.ckpt: the totals are the checkpoint's plus
-    the new ones, exactly the planted defects (the loader replays to its position, counting nothing twice)."""
+    the new ones, exactly the planted defects (the loader resumes at its position, counting nothing twice)."""
     shards, planted = soak
     run_dir, stage, steps, _ = train_on_soak(tmp_path, shards, "animate_anyone", workers=2, stop_at=20)
     first = json.loads((run_dir / "summary.json").read_text())["skip_reasons"][stage]

@@ -116,6 +116,10 @@ def test_use_reference_false_samples_ignore_the_bank(attn: Attention) -> None:
     torch.testing.assert_close(out[:t], with_ref[:t], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out[2 * t :], with_ref[2 * t :], rtol=1e-5, atol=1e-5)
     bank.set_use_reference(torch.tensor([True, True, True]))
+    assert bank.needs_mask  # deciding from the values would read them back from the device every step
+    all_true = _run(attn, ReferenceReadProcessor(bank, NAME), x)
+    torch.testing.assert_close(all_true, with_ref, rtol=1e-5, atol=1e-5)  # an all-True mask changes nothing
+    bank.set_use_reference(None)
     assert not bank.needs_mask
 
 

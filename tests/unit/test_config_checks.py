@@ -48,6 +48,7 @@ BAD = [
     (TRAIN, "callbacks.ema.decay=1.2", "callbacks.ema.decay"),
     (TRAIN, "callbacks.nonfinite.action=ignore", "callbacks.nonfinite.action"),
     (TRAIN, "callbacks.skipped_samples.every_n_steps=0", "callbacks.skipped_samples.every_n_steps"),
+    (TRAIN, "callbacks.preemption.check_every_n_steps=0", "callbacks.preemption.check_every_n_steps"),
     (TRAIN, "data.resampled=sometimes", "data.resampled"),
     (TRAIN_FULL, "stages.spatial.global_batch_size=30", "stages.spatial.global_batch_size"),
     (TRAIN_FULL, "stages.spatial.data.size=[500,500]", "stages.spatial.data.size"),

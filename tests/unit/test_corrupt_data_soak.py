@@ -6,9 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections import Counter
+from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
+from webdataset.tariterators import tarfile_samples
 
 from src.data.caption_video_dataset import CaptionVideoDataset
 from src.data.caption_video_dataset import loader_from_config as caption_loader
@@ -137,3 +141,78 @@ def test_evaluate_folder_mode_scores_every_good_video(soak, tmp_path) -> None:
     counts = json.loads((tmp_path / "run" / "metrics.json").read_text())["counts"]
     assert counts["skip_reasons"] == {"generated": expected_counts(planted, EVALUATE), "real": {}}
     assert counts["paired"] == len(good_keys(planted, EVALUATE)) == results["counts"]["paired"]
+
+
+def test_cache_writer_killed_midway_leaves_no_partial_shard_and_its_rerun_completes(soak, tmp_path) -> None:
+    """`python -m src.data.cache` over the broken shards, SIGKILLed once its first shard is written: no partial
+    cache shard is ever listed (a shard exists only with its sidecar, written after the tar), training refuses
+    the incomplete cache, and the rerun reuses what was written, completes, and counts exactly the planted skips."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from src.data.latent_cache import CacheMismatch, cache_shards, sidecar
+    from tests.conftest import ROOT, run_entry
+
+    root, planted = soak
+    cache = tmp_path / "cache"
+    overrides = ["experiment=dynamicrafter_demo", "data.demo=null", f"data.train_shards={root / 'shards'}",
+                 f"data.cache={cache}", "data.cache_batch_size=1", "logger=csv"]
+    env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    writer = subprocess.Popen([sys.executable, "-m", "src.data.cache", *overrides, f"hydra.run.dir={tmp_path / 'a'}"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(cache.glob("*.tar.json")) and writer.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    done = sorted(cache.glob("*.tar.json"))
+    key = json.loads((cache / "cache_key.json").read_text())
+    assert 1 <= len(done) < len(key["raw_shards"])  # killed midway
+    for car in done:  # every listed shard is complete: all its samples read back
+        tar = car.with_name(car.name[: -len(".json")])
+        assert len(list(tarfile_samples([{"url": str(tar)}]))) == json.loads(car.read_text())["samples"]
+    with pytest.raises(CacheMismatch, match="incomplete"):
+        cache_shards(cache, key)
+
+    rerun = run_entry("src.data.cache", *overrides, f"hydra.run.dir={tmp_path / 'b'}")
+    assert f"'reused': {len(done)}" in rerun.stdout + rerun.stderr
+    assert not list(cache.glob(".*tmp*"))  # the killed writer's temporary file was cleared
+    shards = cache_shards(cache, key)
+    infos = [json.loads(sidecar(Path(p)).read_text()) for p in shards]
+    assert sum(i["samples"] for i in infos) == len(good_keys(planted, DC_TRAIN))  # no good sample lost
+    counted = Counter()
+    for info in infos:
+        counted.update(info["skipped"])
+    assert dict(counted) == expected_counts(planted, DC_TRAIN)
+    keys = [s["__key__"] for p in shards for s in tarfile_samples([{"url": p}])]
+    assert sorted(keys) == sorted(good_keys(planted, DC_TRAIN))
+
+
+def test_cache_writer_tasks_split_the_shards_between_them(soak, tmp_path, monkeypatch) -> None:
+    """Array task i of n writes raw shards i, i+n, ... (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT, else the
+    rank); together the tasks write every shard once, and the cache is complete only then."""
+    from hydra import compose, initialize_config_dir
+
+    from src.config import register_resolvers, stage_config
+    from src.data.cache import StageCacheWriter, task_slot, totals
+    from src.data.latent_cache import CacheMismatch, cache_shards
+    from tests.conftest import ROOT
+
+    assert task_slot({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == (3, 4)
+    assert task_slot({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "2"}) == (3, 4)
+    root, planted = soak
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=dynamicrafter_demo", "data.demo=null",
+                                          f"data.train_shards={root / 'shards'}", f"data.cache={tmp_path / 'c'}"])
+    writer = StageCacheWriter(stage_config(cfg, "finetune"), "finetune", torch.device("cpu"))
+    assert writer.run(1, 2)["written"] == 2
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.tar")) == ["soak-000001.tar", "soak-000003.tar"]
+    with pytest.raises(CacheMismatch, match="2 of 4 shards are not written"):
+        cache_shards(tmp_path / "c", writer.key)
+    assert writer.run(0, 2)["written"] == 2
+    assert totals(tmp_path / "c", writer.shards)["samples"] == len(good_keys(planted, DC_TRAIN))
+    assert len(cache_shards(tmp_path / "c", writer.key)) == 4

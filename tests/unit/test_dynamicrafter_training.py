@@ -93,6 +93,8 @@ def test_training_step_inputs_concat_never_dropped(module):
 
         return hook
 
+    context = module.net.context
+    module.net.context = lambda text, image: (seen.setdefault("context", (text, image)), context(text, image))[1]
     hooks = [
         module.text_encoder.register_forward_pre_hook(record("captions", lambda a: list(a[0]))),
         module.image_encoder.register_forward_pre_hook(record("images", lambda a: a[0].clone())),
@@ -105,6 +107,7 @@ def test_training_step_inputs_concat_never_dropped(module):
         loss = module.training_step(batch, 0)
     finally:
         module.uncond_prob = original
+        del module.net.context
         for h in hooks:
             h.remove()
     assert torch.isfinite(loss)
@@ -115,11 +118,15 @@ def test_training_step_inputs_concat_never_dropped(module):
         # the same frame j feeds the concatenated latent (repeated over t) and, unless dropped, CLIP
         matches = [j for j in range(T) if torch.allclose(concat[i, :, 0], latents[i, :, j])]
         assert len(matches) == 1 and torch.equal(concat[i], concat[i, :, :1].expand_as(concat[i]))
-        image = seen["images"][i]
-        image_dropped = bool(torch.all(image == 0))
-        assert image_dropped or torch.equal(image, batch["video"][i, :, matches[0]])
-        text_dropped = seen["captions"][i] == ""
-        assert text_dropped or seen["captions"][i] == batch["caption"][i]
+        # dropout on the device: every caption and condition frame is encoded, and a dropped row's embedding
+        # becomes that of "" or of a zero image
+        assert torch.equal(seen["images"][i], batch["video"][i, :, matches[0]])
+        assert seen["captions"] == list(batch["caption"])
+        text, image = seen["context"][0][i], seen["context"][1][i]
+        image_dropped = torch.equal(image, module.encode_image(torch.zeros_like(seen["images"][:1]))[0])
+        assert image_dropped or torch.allclose(image, module.encode_image(seen["images"][i : i + 1])[0], atol=1e-5)
+        text_dropped = torch.equal(text, module.encode_text([""])[0])
+        assert text_dropped or torch.allclose(text, module.encode_text([batch["caption"][i]])[0], atol=1e-5)
         assert text_dropped or image_dropped  # p = 1/3: r < 2p drops text, r >= p drops the image
 
 
@@ -293,3 +300,21 @@ def test_release_configs_build_the_official_key_layout(release):
         if not k.startswith(("cond_stage_model.", "embedder."))
     }
     assert ours == theirs
+
+
+def test_a_cached_batch_trains_like_the_raw_batch_with_a_sampled_vae_posterior():
+    """What a latent cache stores (frozen_features: posterior mean and std, caption embeddings, every frame's image
+    tokens) gives the raw step's loss: the latent is drawn per sample from (seed, sample index), not by the VAE."""
+    cfg = official_like_cfg()
+    cfg.codec.ddconfig.resolution = SIZE
+    torch.manual_seed(0)
+    module = instantiate(cfg, stage="finetune", init_weights=None, uncond_prob=0.3)
+    assert module.codec.sample_posterior
+    batch = make_batch(2)
+    features = module.frozen_features(batch)
+    assert features["latent_std"].shape == features["latent_mean"].shape
+    assert features["image_tokens"].shape[:2] == (2, T)
+    cached = {k: v for k, v in batch.items() if k not in module.frozen_inputs} | features
+    torch.testing.assert_close(module.training_step(cached, 0), module.training_step(batch, 0), rtol=1e-5, atol=1e-6)
+    other = dict(batch, sample_index=torch.arange(2) + 2)  # other samples draw other latents
+    assert not torch.equal(module.training_step(other, 0), module.training_step(batch, 0))

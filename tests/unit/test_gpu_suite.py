@@ -25,6 +25,8 @@ def test_smoke_suite_writes_every_section(tmp_path, capsys):
             assert variant["tflops"] * 1e12 * variant["step_s"] == pytest.approx(entry["flops_per_step"])
         assert {v["checkpointing"] for v in entry["variants"]} == {False, True}
     assert report["ema"]["tensors"] > 600 and report["ema"]["foreach_ms"] > 0  # an SD1.5 UNet's parameter list
+    assert [r["system"] for r in report["reference_step"]] == ["aa", "dc"]
+    assert all(r["ours_speedup"] > 0 and r["cached_speedup"] > 0 for r in report["reference_step"])
     assert report["i3d"]["clips_per_s"] > 0
     assert report["loader"]["samples_per_s"] > 0
     assert report["rerender_keyframes"]["seconds_per_key_frame"] > 0 and report["rerender_keyframes"]["keys"] == 2

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from src.trainers.sample_draws import SampleDraws, threefry2x32
+from src.trainers.sample_draws import SampleDraws, threefry2x32, threefry2x32_int
 
 M = 0xFFFFFFFF
 
@@ -25,6 +25,7 @@ def test_threefry_matches_the_random123_known_answers(key, counter, expected):
     t = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
     out = threefry2x32(t(key[0]), t(key[1]), t(counter[0]), t(counter[1]))
     assert (int(out[0]), int(out[1])) == expected
+    assert threefry2x32_int(*key, *counter) == expected  # the host-side scalar path (global RNG seed)
 
 
 def test_a_samples_draws_depend_on_its_index_not_on_its_batch():
@@ -81,6 +82,11 @@ def test_the_global_rng_is_reseeded_per_rank_step():
     assert torch.equal(torch.rand(8), first)
     SampleDraws(0, torch.tensor([6, 7])).reseed_global_rng()
     assert not torch.equal(torch.rand(8), first)
+    # the loader's host-side first index gives the same seed without reading the index tensor
+    words = SampleDraws(0, torch.tensor([6])).bits("global_rng", 2)[0]
+    expected = (int(words[0]) << 32 | int(words[1])) & 0x7FFFFFFFFFFFFFFF
+    batch = {"sample_index": torch.tensor([6, 7]), "first_sample_index": 6}
+    assert SampleDraws.for_batch(0, batch, 2).reseed_global_rng() == expected
 
 
 def test_bad_input_is_a_clear_error():
