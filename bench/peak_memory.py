@@ -97,6 +97,8 @@ def dc_step(
     from hydra.utils import instantiate
 
     from src.config import register_resolvers
+    from src.models.keyed_dropout import bind_dropout_draws
+    from src.trainers.sample_draws import SampleDraws
 
     register_resolvers()
     conf = Path(__file__).resolve().parents[1] / "conf"
@@ -108,6 +110,8 @@ def dc_step(
     b, t, h, w = shape or (2, 16, 320 // 8, 512 // 8)
     c = net.unet.out_channels
     emb = net.image_proj.proj_in.in_features
+    # the trainer's per-sample dropout masks (model.dropout_masks), as a training step draws them
+    bind_dropout_draws(net, SampleDraws(int(cfg.seed), torch.arange(b, device=device)), str(cfg.model.get("dropout_masks", "keyed")))
     text_dim = cfg.model.net.unet.context_dim
 
     def step() -> torch.Tensor:

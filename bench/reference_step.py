@@ -36,6 +36,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import table  # noqa: E402
+from src.models.keyed_dropout import bind_dropout_draws  # noqa: E402
 
 EXPERIMENTS = {"aa": "animate_anyone_demo", "dc": "dynamicrafter_demo"}
 
@@ -104,6 +105,7 @@ def moore_style_loss(module, batch: dict, host_losses: list[float]) -> torch.Ten
 
 def lvdm_style_loss(module, batch: dict, host_losses: list[float]) -> torch.Tensor:
     """DynamiCrafter's (lvdm) step around our networks (see the module docstring)."""
+    bind_dropout_draws(module.net, None, masks="global")  # the release's nn.Dropout: global-RNG masks
     video = batch["video"]
     b, _, t = video.shape[:3]
     with torch.no_grad():
