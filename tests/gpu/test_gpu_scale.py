@@ -53,6 +53,26 @@ def test_animate_anyone_both_stages_zero2_bf16_checkpoints_and_export(tmp_path, 
     assert set(json.loads((tmp_path / "export_temporal" / "index.json").read_text())["files"]) == {
         "motion_modules"
     }
+    assert_final_weights_are_the_fp32_masters(run_dir / "spatial")
+
+
+def assert_final_weights_are_the_fp32_masters(stage_dir: Path) -> None:
+    """Under Lightning's DeepSpeed strategy with bf16, final/net.safetensors holds the optimizer's fp32 masters
+    (what zero_to_fp32 consolidates from the last checkpoint, written at the last step), not the bf16 module."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import load_file
+
+    final = load_file(str(stage_dir / "final" / "net.safetensors"))
+    masters = {k.removeprefix("net."): v for k, v in
+               get_fp32_state_dict_from_zero_checkpoint(str(stage_dir / "checkpoints" / "last.ckpt")).items()
+               if k.startswith("net.")}
+    trained = [k for k in masters if k in final]
+    assert trained and len(trained) == len(masters), sorted(set(masters) - set(final))[:5]
+    for k in trained:
+        assert final[k].dtype == torch.float32, k
+        torch.testing.assert_close(final[k], masters[k].float(), rtol=0, atol=0)
+    rounded = sum(int((masters[k] != masters[k].bfloat16().float()).sum()) for k in trained)
+    assert rounded > 0.5 * sum(masters[k].numel() for k in trained)  # so the equality above is not bf16's
 
 
 def test_animate_anyone_zero2_resume_continues_at_its_step(tmp_path, demo_cache):
