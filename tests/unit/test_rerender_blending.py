@@ -1,6 +1,7 @@
 """Rerender blending: the FFT screened-Poisson solve equals a dense least-squares solve; the
 histogram-preserving blend keeps the reference's statistics; the selection weighs errors by distance."""
 
+import pytest
 import torch
 
 from src.rerender.blending import histogram_preserving_blend, screened_poisson, select_by_error
@@ -67,3 +68,19 @@ def test_temporal_filter_damps_flicker_and_keeps_key_frames():
     assert torch.equal(out[0], still[0]) and torch.equal(out[6], still[6])
     assert (out[1:] - out[:-1]).pow(2).mean() < 0.5 * (still[1:] - still[:-1]).pow(2).mean()
     assert torch.equal(temporal_filter(still, pairs, [0], 0.0), still)
+
+
+def test_temporal_filter_does_not_jump_onto_the_next_key():
+    """A still scene whose propagation ramps from one key's colour to the next (a bidirectional blend): a
+    recursive pass lags, so the old equal average of a forward and a backward pass jumped by 0.18 onto each
+    key; the zero-lag passes mixed by position keep every step within 1.2x the ramp's own 0.1."""
+    from src.rerender.flow import PairFlows
+    from src.rerender.temporal_filter import sweep_weights, temporal_filter
+
+    t, h, w = 11, 4, 4
+    ramp = (torch.arange(t, dtype=torch.float32) / (t - 1))[:, None, None, None].expand(t, 3, h, w).clone()
+    zero = torch.zeros(t - 1, 2, h, w)
+    visible = torch.ones(t - 1, 1, h, w, dtype=torch.bool)
+    out = temporal_filter(ramp, PairFlows(zero, zero, visible, visible), [0, 10], 0.7)
+    assert (out[1:] - out[:-1]).abs().max() < 0.12
+    assert sweep_weights(7, [2, 5]).tolist() == pytest.approx([1.0, 1.0, 0.0, 1 / 3, 2 / 3, 0.0, 0.0])
