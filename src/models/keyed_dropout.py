@@ -16,15 +16,22 @@ Activation checkpointing recomputes the same mask (it is a function of the keys,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from src.trainers.sample_draws import SampleDraws
 
-__all__ = ["DROPOUT_MASKS", "KeyedDropout", "bind_dropout_draws"]
+class MaskDraws(Protocol):
+    """What keyed dropout needs of the training draws (src.trainers.sample_draws.SampleDraws, which models may
+    not import): the batch's sample count and per-sample keep masks."""
+
+    batch_size: int
+
+    def keep_mask(self, purpose: str, count: int, p: float) -> tuple[torch.Tensor, float]: ...
+
+
+__all__ = ["DROPOUT_MASKS", "KeyedDropout", "MaskDraws", "bind_dropout_draws"]
 
 DROPOUT_MASKS = ("keyed", "global")
 
@@ -38,7 +45,7 @@ class KeyedDropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}.")
         self.p = float(p)
-        self.draws: SampleDraws | None = None
+        self.draws: MaskDraws | None = None
         self.purpose = "dropout"
         self.keyed = True  # False: torch's global RNG (model.dropout_masks=global)
 
@@ -66,7 +73,7 @@ class KeyedDropout(nn.Module):
         return x * (keep.view(x.shape).to(x.dtype) * scale)
 
 
-def bind_dropout_draws(root: nn.Module, draws: SampleDraws | None, masks: str = "keyed") -> int:
+def bind_dropout_draws(root: nn.Module, draws: MaskDraws | None, masks: str = "keyed") -> int:
     """Give every KeyedDropout under `root` this step's draws (None unbinds) and its purpose, the layer's module
     name, and the mask source (`masks`: keyed | global); returns how many layers were bound."""
     if masks not in DROPOUT_MASKS:

@@ -122,6 +122,7 @@ def _manifest_state(name: str) -> dict[str, torch.Tensor]:
     return {k: torch.empty(shape, device="meta") for k, shape in keys.items()}
 
 
+@pytest.mark.skipif(not MANIFEST.is_dir(), reason=f"manifest folder not found at {MANIFEST}")
 def test_release_manifest_loads_strictly_into_the_real_size_config() -> None:
     """Fake files with exactly the keys and shapes of Moore's release load into the SD1.5-sized net (meta)."""
     states = {name: _manifest_state(name) for name in ("reference_unet", "denoising_unet", "pose_guider", "motion_module")}
