@@ -18,6 +18,12 @@ Each: forward + backward + AdamW step, fp32 (or `--bf16` autocast), `--steps` ti
     python bench/reference_step.py [--system aa|dc|both] [--device cuda] [--batch 4] [--steps 10] [--bf16]
 
 Prints ms per step per column and the ratios (reference / ours: > 1 means ours is faster).
+
+With `--moore-src PATH` (a Moore-AnimateAnyone checkout the user fetched; never copied here) it times Moore's
+own stage-1 step instead, built from its classes at our sizes, against ours (bench/official_compare.py):
+
+    python bench/reference_step.py --moore-src /tmp/moore_src --official-pythonpath /tmp/moore_site \
+        [--size demo|sd15] [--device cuda] [--batch 4] [--steps 5] [--bf16]
 """
 
 from __future__ import annotations
@@ -217,8 +223,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast over fp32 weights")
+    parser.add_argument("--moore-src", help="a Moore-AnimateAnyone checkout's root: time its own stage-1 step")
+    parser.add_argument(
+        "--official-pythonpath",
+        help="first on the official side's PYTHONPATH (a dir with diffusers==0.24.0 transformers==4.30.2)",
+    )
+    parser.add_argument("--size", choices=["demo", "sd15"], default="demo", help="with --moore-src: net size")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the experiment (e.g. model sizes)")
     args = parser.parse_args(argv)
+    if args.moore_src is not None or args.official_pythonpath is not None:
+        from bench.official_compare import compare_moore
+        from bench.official_compare import rows as official_rows
+        from bench.official_step_moore import check_moore_src
+
+        try:
+            check_moore_src(args.moore_src)  # before building anything
+        except ValueError as err:
+            parser.error(str(err))
+        result = compare_moore(args.moore_src, args.official_pythonpath, args.size, args.batch, args.steps,
+                               args.device, args.bf16)  # fmt: skip
+        print(table(official_rows(result)))
+        return [result]
     systems = ["aa", "dc"] if args.system == "both" else [args.system]
     results = [measure(s, args.device, args.batch, args.steps, args.bf16, args.overrides) for s in systems]
     print(table(rows(results)))
