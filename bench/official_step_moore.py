@@ -2,14 +2,14 @@
 
 Run by `bench/reference_step.py --moore-src PATH` in a child process, because Moore's tree is a top-level
 package named `src` (as ours is) and needs diffusers 0.24 / transformers 4.30 (ours needs newer ones): the parent
-passes those through `--official-pythonpath`. This file imports nothing of our `src`; the timing helper below is
-shared with the parent so both sides are measured the same way.
+passes those through `--official-pythonpath`. This file imports nothing of our `src`; the timing helper
+(bench/step_timing.py) is shared with the parent so both sides are measured the same way.
 
 The step is what `train_stage_1.py`'s loop does around `Net.forward` (read from that file): PoseGuider on the
 pose image, the ReferenceNet (Moore's UNet2DConditionModel) run with the writer `ReferenceAttentionControl`,
 `reader.update(writer)` (its default fp16 bank; bf16 under --bf16), the denoising UNet3DConditionModel, MSE
-loss, the host read of the gathered loss, backward, grad-norm clip 1.0, AdamW, zero_grad, reader/writer clear. `Net` itself is not
-imported: its forward moves the pose to "cuda" and train_stage_1.py imports mlflow/accelerate/DWPose; the calls
+loss, the host read of the gathered loss, backward, grad-norm clip 1.0, AdamW, zero_grad, reader/writer clear.
+`Net` itself is not imported: its forward moves the pose to "cuda" and train_stage_1.py imports mlflow/accelerate/DWPose; the calls
 are the same, in the same order. Always the conditional branch (Moore skips the ReferenceNet on its 10% uncond
 draws), so every step does the same work. Prints one JSON line.
 """
@@ -17,16 +17,16 @@ draws), so every step does the same work. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from bench.step_timing import autocast, time_step
 
 # What a Moore-AnimateAnyone checkout has, relative to its root (the files this bench imports or mirrors).
 MOORE_FILES = (
@@ -64,26 +64,6 @@ def check_moore_src(path: str | Path | None) -> Path:
     return root
 
 
-def time_step(step: Callable[[], None], device: torch.device, steps: int, warmup: int = 2) -> dict:
-    """Mean ms per step after `warmup` steps, and the process's peak CUDA memory (None on CPU)."""
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    ms = (time.perf_counter() - start) / steps * 1e3
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"ms": ms, "peak_gib": peak}
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 def import_moore(root: Path):
     """Moore's classes from its own tree: its root first on sys.path, ours (the repo holding `bench`) off it."""
     ours = Path(__file__).resolve().parents[1]
@@ -112,7 +92,7 @@ def to_3d(unet: dict) -> dict:
     return out
 
 
-def build_step(args: argparse.Namespace) -> Callable[[], None]:
+def build_step(args: argparse.Namespace) -> tuple[Callable[[], None], int]:
     unet2d, unet3d, pose_guider_cls, control = import_moore(check_moore_src(args.moore_src))
     device = torch.device(args.device)
     unet = json.loads(args.unet)
@@ -165,7 +145,7 @@ def build_step(args: argparse.Namespace) -> Callable[[], None]:
         reader.clear()
         writer.clear()
 
-    return step
+    return step, sum(p.numel() for m in (reference_unet, denoising_unet, pose_guider) for p in m.parameters())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,8 +165,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
-    step = build_step(args)
-    result = time_step(step, device, args.steps)
+    step, n_params = build_step(args)
+    result = time_step(step, device, args.steps) | {"params": n_params}
     import diffusers
 
     result["diffusers"] = diffusers.__version__

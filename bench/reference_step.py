@@ -23,7 +23,7 @@ With `--moore-src PATH` (a Moore-AnimateAnyone checkout the user fetched; never 
 own stage-1 step instead, built from its classes at our sizes, against ours (bench/official_compare.py):
 
     python bench/reference_step.py --moore-src /tmp/moore_src --official-pythonpath /tmp/moore_site \
-        [--size demo|sd15] [--device cuda] [--batch 4] [--steps 5] [--bf16]
+        [--size demo|real] [--device cuda] [--batch 4] [--steps 5] [--bf16]
 """
 
 from __future__ import annotations
@@ -216,6 +216,30 @@ def rows(results: list[dict]) -> list[list[str]]:
     return out
 
 
+def official_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict]:
+    """--moore-src / --dynamicrafter-src: the official code's own steps against ours (bench/official_compare.py)."""
+    from bench.official_compare import compare_dynamicrafter, compare_moore
+    from bench.official_compare import rows as official_rows
+    from bench.official_step_dynamicrafter import check_dynamicrafter_src
+    from bench.official_step_moore import check_moore_src
+
+    try:  # before building anything
+        if args.moore_src or not args.dynamicrafter_src:
+            check_moore_src(args.moore_src)
+        if args.dynamicrafter_src:
+            check_dynamicrafter_src(args.dynamicrafter_src)
+    except ValueError as err:
+        parser.error(str(err))
+    common = (args.official_pythonpath, args.size, args.batch, args.steps, args.device, args.bf16)
+    results = []
+    if args.moore_src:
+        results.append(compare_moore(args.moore_src, *common))
+    if args.dynamicrafter_src:
+        results.append(compare_dynamicrafter(args.dynamicrafter_src, *common))
+    print(table(official_rows(results)))
+    return results
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--system", choices=["aa", "dc", "both"], default="both")
@@ -228,22 +252,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--official-pythonpath",
         help="first on the official side's PYTHONPATH (a dir with diffusers==0.24.0 transformers==4.30.2)",
     )
-    parser.add_argument("--size", choices=["demo", "sd15"], default="demo", help="with --moore-src: net size")
+    parser.add_argument(
+        "--dynamicrafter-src", help="a DynamiCrafter checkout's root: time its own lvdm UNet's step"
+    )
+    parser.add_argument("--size", choices=["demo", "real"], default="demo", help="with *-src: network size")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the experiment (e.g. model sizes)")
     args = parser.parse_args(argv)
-    if args.moore_src is not None or args.official_pythonpath is not None:
-        from bench.official_compare import compare_moore
-        from bench.official_compare import rows as official_rows
-        from bench.official_step_moore import check_moore_src
-
-        try:
-            check_moore_src(args.moore_src)  # before building anything
-        except ValueError as err:
-            parser.error(str(err))
-        result = compare_moore(args.moore_src, args.official_pythonpath, args.size, args.batch, args.steps,
-                               args.device, args.bf16)  # fmt: skip
-        print(table(official_rows(result)))
-        return [result]
+    if args.moore_src or args.dynamicrafter_src or args.official_pythonpath:
+        return official_main(parser, args)
     systems = ["aa", "dc"] if args.system == "both" else [args.system]
     results = [measure(s, args.device, args.batch, args.steps, args.bf16, args.overrides) for s in systems]
     print(table(rows(results)))

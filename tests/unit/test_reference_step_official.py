@@ -1,12 +1,13 @@
-"""`bench/reference_step.py --moore-src`: the parts that need no official code. CI has no Moore checkout, so
-these check that a missing or wrong path stops the bench at once with the fix, before any network is built,
-and that a checkout with Moore's files is accepted."""
+"""`bench/reference_step.py --moore-src / --dynamicrafter-src`: the parts that need no official code. CI has no
+official checkout, so these check that a missing or wrong path stops the bench at once with the fix, before any
+network is built, and that a checkout with the official files is accepted."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench import reference_step
+from bench.official_step_dynamicrafter import DC_FILES, check_dynamicrafter_src
 from bench.official_step_moore import MOORE_FILES, check_moore_src, to_3d
 
 
@@ -34,11 +35,18 @@ def test_moore_src_not_a_checkout_names_the_missing_files(tmp_path, capsys):
     assert "src/models/unet_3d.py" in err and "train_stage_1.py," not in err
 
 
-def test_a_checkout_with_moores_files_is_accepted(tmp_path):
-    for name in MOORE_FILES:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("")
-    assert check_moore_src(tmp_path) == tmp_path.resolve()
+def test_dynamicrafter_src_not_a_checkout(tmp_path, capsys):
+    err = run_bench(["--dynamicrafter-src", str(tmp_path)], capsys)
+    assert "not a DynamiCrafter checkout" in err and "lvdm/modules/networks/openaimodel3d.py" in err
+
+
+def test_checkouts_with_the_official_files_are_accepted(tmp_path):
+    for files, check in ((MOORE_FILES, check_moore_src), (DC_FILES, check_dynamicrafter_src)):
+        root = tmp_path / check.__name__
+        for name in files:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text("")
+        assert check(root) == root.resolve()
 
 
 def test_denoising_unet_config_is_the_3d_rewrite():
