@@ -5,12 +5,14 @@ release's `lvdm` UNetModel (`--dynamicrafter-src`). Ours runs in this process; t
 (`bench/official_step_moore.py` / `official_step_dynamicrafter.py`, see why there) from the checkout the user
 gives, with `--official-pythonpath` first on its PYTHONPATH. Both steps take the same
 random inputs (latents, timesteps, CLIP embedding, reference latents, pose image), run forward, MSE loss,
-backward, grad-norm clip 1.0 and AdamW, and are timed by the same helper. Each side keeps its own choices: ours
-the fused AdamW and bank dtype of our configs, Moore's the plain AdamW and fp16 reference bank of its script.
+backward, grad-norm clip 1.0 and AdamW, and are timed by the same helper. Each side keeps its own choices:
+ours the fused AdamW and bank dtype of our configs, Moore's the plain AdamW and fp16 reference bank of its
+script.
 
 Sizes: `demo` = our CPU demos (Animate Anyone: conf/model/animate_anyone_tiny.yaml, 64 px, 2x pixel-shuffle
-latents; DynamiCrafter: dynamicrafter_tiny, 8 frames of 8x8x48 latents, 16 image tokens per frame as the release
-hard-codes); `real` = the SD1.5 UNet pair + Pose Guider at 768 px / DynamiCrafter 512 (16x40x64 latents), for a GPU.
+latents; DynamiCrafter: dynamicrafter_tiny, 8 frames of 8x8x48 latents, 16 image tokens per frame as the
+release hard-codes); `real` = the SD1.5 UNet pair + Pose Guider at 768 px / DynamiCrafter 512 (16x40x64
+latents), for a GPU.
 """
 
 from __future__ import annotations
@@ -38,14 +40,14 @@ DC_SIZES = {"demo": ("dynamicrafter_demo", (8, 8, 8)), "real": ("dynamicrafter_5
 DC_OURS_ONLY = ("text_context_len", "image_tokens_per_frame", "temporal_conv_dropout")
 
 
-def compose_experiment(name: str):
+def compose_experiment(name: str, overrides: list[str] | None = None):
     from hydra import compose, initialize_config_dir
 
     from src.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose("train", overrides=[f"experiment={name}"])
+        return compose("train", overrides=[f"experiment={name}", *(overrides or [])])
 
 
 def our_net(size: str):
@@ -126,15 +128,15 @@ def compare_moore(
     return summary("aa stage 1 (Moore)", size, batch, device, bf16, ours, official)
 
 
-def our_dc_unet(size: str, batch: int, device: torch.device):
-    """Our DynamiCrafter UNet at `size` (16 image tokens per frame, as the release), and the release's params."""
+def our_dc_unet(size: str, batch: int, device: torch.device, overrides: list[str] | None = None):
+    """Our DynamiCrafter UNet at `size` (16 image tokens per frame, as the release), the release's params."""
     from omegaconf import OmegaConf
 
     from src.models.dynamicrafter.unet import DynamiCrafterUNet
     from src.models.keyed_dropout import bind_dropout_draws
     from src.trainers.sample_draws import SampleDraws
 
-    cfg = compose_experiment(DC_SIZES[size][0])
+    cfg = compose_experiment(DC_SIZES[size][0], overrides)
     params = OmegaConf.to_container(cfg.model.net.unet, resolve=True)
     params.pop("_target_")
     params["image_tokens_per_frame"] = 16
@@ -146,10 +148,12 @@ def our_dc_unet(size: str, batch: int, device: torch.device):
     return unet, {k: v for k, v in params.items() if k not in DC_OURS_ONLY}
 
 
-def time_our_dc(size: str, batch: int, shape: tuple, steps: int, dev: torch.device, bf16: bool):
+def time_our_dc(
+    size: str, batch: int, shape: tuple, steps: int, dev: torch.device, bf16: bool, overrides=None
+):
     from bench.official_step_dynamicrafter import make_inputs
 
-    unet, params = our_dc_unet(size, batch, dev)
+    unet, params = our_dc_unet(size, batch, dev, overrides)
     x, timesteps, context, fs, target = make_inputs(params, batch, *shape, dev)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-5, fused=True)
 
@@ -165,9 +169,11 @@ def time_our_dc(size: str, batch: int, shape: tuple, steps: int, dev: torch.devi
 
 
 def compare_dynamicrafter(
-    dc_src: str | None, pythonpath: str | None, size: str, batch: int, steps: int, device: str, bf16: bool
-) -> dict:
-    """The same as compare_moore for DynamiCrafter's 3D UNet (forward, MSE, backward, AdamW)."""
+    dc_src: str | None, pythonpath: str | None, size: str, batch: int, steps: int, device: str, bf16: bool,
+    overrides: list[str] | None = None,
+) -> dict:  # fmt: skip
+    """The same as compare_moore for DynamiCrafter's 3D UNet (forward, MSE, backward, AdamW); `overrides` are
+    Hydra overrides of our experiment (e.g. model.dropout_masks=global)."""
     from bench.official_step_dynamicrafter import check_dynamicrafter_src
 
     root = check_dynamicrafter_src(dc_src)
@@ -176,7 +182,7 @@ def compare_dynamicrafter(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
     t, h, w = DC_SIZES[size][1]
-    ours, params = time_our_dc(size, batch, (t, h, w), steps, dev, bf16)
+    ours, params = time_our_dc(size, batch, (t, h, w), steps, dev, bf16, overrides)
     cmd = [
         "bench.official_step_dynamicrafter", "--dynamicrafter-src", str(root), "--unet", json.dumps(params),
         "--batch", str(batch), "--frames", str(t), "--latent-h", str(h), "--latent-w", str(w),
@@ -215,7 +221,8 @@ def rows(results: list[dict]) -> list[list[str]]:
     for r in results:
         ours, official = r["ours"], r["official"]
         out.append([
-            r["system"], r["size"], str(r["batch"]), f"{official['params'] / 1e6:.2f}M/{ours['params'] / 1e6:.2f}M",
+            r["system"], r["size"], str(r["batch"]),
+            f"{official['params'] / 1e6:.2f}M/{ours['params'] / 1e6:.2f}M",
             f"{official['ms']:.1f}", f"{ours['ms']:.1f}",
             f"{r['speedup']:.2f}x", gib(official["peak_gib"]), gib(ours["peak_gib"]),
         ])  # fmt: skip

@@ -1,4 +1,4 @@
-"""DynamiCrafter's own 3D UNet (`lvdm`) training step, timed from a checkout the user gives (never copied here).
+"""DynamiCrafter's own 3D UNet (`lvdm`) training step, timed from the user's checkout (never copied here).
 
 Run by `bench/reference_step.py --dynamicrafter-src PATH` in a child process (as the Moore side is): the
 checkout's top-level `lvdm` and `utils` packages go first on sys.path here only. The release builds the whole

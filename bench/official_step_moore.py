@@ -1,7 +1,7 @@
 """Moore-AnimateAnyone's own stage-1 training step, timed from a checkout the user gives (never copied here).
 
 Run by `bench/reference_step.py --moore-src PATH` in a child process, because Moore's tree is a top-level
-package named `src` (as ours is) and needs diffusers 0.24 / transformers 4.30 (ours needs newer ones): the parent
+package named `src` (as ours is) and needs diffusers 0.24 / transformers 4.30 (ours needs newer): the parent
 passes those through `--official-pythonpath`. This file imports nothing of our `src`; the timing helper
 (bench/step_timing.py) is shared with the parent so both sides are measured the same way.
 
@@ -9,9 +9,9 @@ The step is what `train_stage_1.py`'s loop does around `Net.forward` (read from 
 pose image, the ReferenceNet (Moore's UNet2DConditionModel) run with the writer `ReferenceAttentionControl`,
 `reader.update(writer)` (its default fp16 bank; bf16 under --bf16), the denoising UNet3DConditionModel, MSE
 loss, the host read of the gathered loss, backward, grad-norm clip 1.0, AdamW, zero_grad, reader/writer clear.
-`Net` itself is not imported: its forward moves the pose to "cuda" and train_stage_1.py imports mlflow/accelerate/DWPose; the calls
-are the same, in the same order. Always the conditional branch (Moore skips the ReferenceNet on its 10% uncond
-draws), so every step does the same work. Prints one JSON line.
+`Net` itself is not imported: its forward moves the pose to "cuda" and train_stage_1.py imports
+mlflow/accelerate/DWPose; the calls are the same, in the same order. Always the conditional branch (Moore
+skips the ReferenceNet on its 10% uncond draws), so every step does the same work. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def check_moore_src(path: str | Path | None) -> Path:
 
 
 def import_moore(root: Path):
-    """Moore's classes from its own tree: its root first on sys.path, ours (the repo holding `bench`) off it."""
+    """Moore's classes from its own tree: its root first on sys.path, ours (holding `bench`) off it."""
     ours = Path(__file__).resolve().parents[1]
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != ours]
     sys.path.insert(0, str(root))
@@ -74,7 +74,8 @@ def import_moore(root: Path):
     if not diffusers.__version__.startswith("0.24"):
         raise SystemExit(
             f"Moore-AnimateAnyone needs diffusers 0.24 but {diffusers.__version__} was imported from "
-            f"{diffusers.__file__}: `pip install --target DIR diffusers==0.24.0 transformers==4.30.2 einops omegaconf` "
+            f"{diffusers.__file__}: `pip install --target DIR diffusers==0.24.0 transformers==4.30.2 einops "
+            "omegaconf` "
             "and pass --official-pythonpath DIR."
         )
     modules = [importlib.import_module(f"src.models.{name}") for name in MOORE_MODULES]
@@ -125,8 +126,8 @@ def build_step(args: argparse.Namespace) -> tuple[Callable[[], None], int]:
     pose = torch.rand(b, 3, 1, px, px, generator=g).to(device)
     timesteps = torch.randint(0, 1000, (b,), generator=g).to(device)
 
-    # Moore's default bank dtype is fp16, its training precision; under --bf16 the bank takes the compute dtype
-    # (an fp16 bank inside bf16 autocast fails in torch.cat), as the default does under Moore's fp16 training.
+    # Moore's default bank dtype is fp16, its training precision; under --bf16 the bank takes the compute
+    # dtype (an fp16 bank inside bf16 autocast fails in torch.cat), as the default does in fp16 training.
     bank_dtype = torch.bfloat16 if args.bf16 else torch.float16
 
     def step() -> None:

@@ -20,10 +20,11 @@ Each: forward + backward + AdamW step, fp32 (or `--bf16` autocast), `--steps` ti
 Prints ms per step per column and the ratios (reference / ours: > 1 means ours is faster).
 
 With `--moore-src PATH` (a Moore-AnimateAnyone checkout the user fetched; never copied here) it times Moore's
-own stage-1 step instead, built from its classes at our sizes, against ours (bench/official_compare.py):
+own stage-1 step instead, built from its classes at our sizes, against ours; `--dynamicrafter-src PATH` does
+the same with the DynamiCrafter release's lvdm UNet (bench/official_compare.py):
 
     python bench/reference_step.py --moore-src /tmp/moore_src --official-pythonpath /tmp/moore_site \
-        [--size demo|real] [--device cuda] [--batch 4] [--steps 5] [--bf16]
+        [--dynamicrafter-src /tmp/dc_src] [--size demo|real] [--device cuda] [--batch 4] [--steps 5] [--bf16]
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def rows(results: list[dict]) -> list[list[str]]:
 
 
 def official_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict]:
-    """--moore-src / --dynamicrafter-src: the official code's own steps against ours (bench/official_compare.py)."""
+    """--moore-src / --dynamicrafter-src: official steps against ours (bench/official_compare.py)."""
     from bench.official_compare import compare_dynamicrafter, compare_moore
     from bench.official_compare import rows as official_rows
     from bench.official_step_dynamicrafter import check_dynamicrafter_src
@@ -235,7 +236,7 @@ def official_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.moore_src:
         results.append(compare_moore(args.moore_src, *common))
     if args.dynamicrafter_src:
-        results.append(compare_dynamicrafter(args.dynamicrafter_src, *common))
+        results.append(compare_dynamicrafter(args.dynamicrafter_src, *common, args.overrides))
     print(table(official_rows(results)))
     return results
 
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast over fp32 weights")
-    parser.add_argument("--moore-src", help="a Moore-AnimateAnyone checkout's root: time its own stage-1 step")
+    parser.add_argument("--moore-src", help="a Moore-AnimateAnyone checkout's root: time its stage-1 step")
     parser.add_argument(
         "--official-pythonpath",
         help="first on the official side's PYTHONPATH (a dir with diffusers==0.24.0 transformers==4.30.2)",

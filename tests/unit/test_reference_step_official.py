@@ -1,6 +1,7 @@
-"""`bench/reference_step.py --moore-src / --dynamicrafter-src`: the parts that need no official code. CI has no
-official checkout, so these check that a missing or wrong path stops the bench at once with the fix, before any
-network is built, and that a checkout with the official files is accepted."""
+"""`bench/reference_step.py --moore-src / --dynamicrafter-src`: the parts that need no official code.
+
+CI has no official checkout, so these check that a missing or wrong path stops the bench at once with the fix,
+before any network is built, and that a checkout with the official files is accepted."""
 
 from __future__ import annotations
 
