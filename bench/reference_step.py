@@ -18,6 +18,13 @@ Each: forward + backward + AdamW step, fp32 (or `--bf16` autocast), `--steps` ti
     python bench/reference_step.py [--system aa|dc|both] [--device cuda] [--batch 4] [--steps 10] [--bf16]
 
 Prints ms per step per column and the ratios (reference / ours: > 1 means ours is faster).
+
+With `--moore-src PATH` (a Moore-AnimateAnyone checkout the user fetched; never copied here) it times Moore's
+own stage-1 step instead, built from its classes at our sizes, against ours; `--dynamicrafter-src PATH` does
+the same with the DynamiCrafter release's lvdm UNet (bench/official_compare.py):
+
+    python bench/reference_step.py --moore-src /tmp/moore_src --official-pythonpath /tmp/moore_site \
+        [--dynamicrafter-src /tmp/dc_src] [--size demo|real] [--device cuda] [--batch 4] [--steps 5] [--bf16]
 """
 
 from __future__ import annotations
@@ -210,6 +217,30 @@ def rows(results: list[dict]) -> list[list[str]]:
     return out
 
 
+def official_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict]:
+    """--moore-src / --dynamicrafter-src: official steps against ours (bench/official_compare.py)."""
+    from bench.official_compare import compare_dynamicrafter, compare_moore
+    from bench.official_compare import rows as official_rows
+    from bench.official_step_dynamicrafter import check_dynamicrafter_src
+    from bench.official_step_moore import check_moore_src
+
+    try:  # before building anything
+        if args.moore_src or not args.dynamicrafter_src:
+            check_moore_src(args.moore_src)
+        if args.dynamicrafter_src:
+            check_dynamicrafter_src(args.dynamicrafter_src)
+    except ValueError as err:
+        parser.error(str(err))
+    common = (args.official_pythonpath, args.size, args.batch, args.steps, args.device, args.bf16)
+    results = []
+    if args.moore_src:
+        results.append(compare_moore(args.moore_src, *common))
+    if args.dynamicrafter_src:
+        results.append(compare_dynamicrafter(args.dynamicrafter_src, *common, args.overrides))
+    print(table(official_rows(results)))
+    return results
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--system", choices=["aa", "dc", "both"], default="both")
@@ -217,8 +248,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast over fp32 weights")
+    parser.add_argument("--moore-src", help="a Moore-AnimateAnyone checkout's root: time its stage-1 step")
+    parser.add_argument(
+        "--official-pythonpath",
+        help="first on the official side's PYTHONPATH (a dir with diffusers==0.24.0 transformers==4.30.2)",
+    )
+    parser.add_argument(
+        "--dynamicrafter-src", help="a DynamiCrafter checkout's root: time its own lvdm UNet's step"
+    )
+    parser.add_argument("--size", choices=["demo", "real"], default="demo", help="with *-src: network size")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the experiment (e.g. model sizes)")
     args = parser.parse_args(argv)
+    if args.moore_src or args.dynamicrafter_src or args.official_pythonpath:
+        return official_main(parser, args)
     systems = ["aa", "dc"] if args.system == "both" else [args.system]
     results = [measure(s, args.device, args.batch, args.steps, args.bf16, args.overrides) for s in systems]
     print(table(rows(results)))
