@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.official_step_moore import check_moore_src  # noqa: E402
+from bench.official_step_moore import check_moore_src, stage1_inputs  # noqa: E402
 from bench.step_timing import autocast, time_step  # noqa: E402
 
 UNET_KEYS = (
@@ -75,17 +75,12 @@ def our_net(size: str):
 
 def time_ours(net, unet: dict, size: str, batch: int, steps: int, device: torch.device, bf16: bool) -> dict:
     px = SIZES[size]["pixel_size"]
-    s, c = px // SIZES[size]["factor"], unet["in_channels"]
     net = net.to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-2, fused=True)
-    g = torch.Generator().manual_seed(0)
-    noisy = torch.randn(batch, c, 1, s, s, generator=g).to(device)
-    target = torch.randn(batch, c, 1, s, s, generator=g).to(device)
-    reference_latents = torch.randn(batch, c, s, s, generator=g).to(device)
-    clip = torch.randn(batch, 1, unet["cross_attention_dim"], generator=g).to(device)
-    pose = torch.rand(batch, 3, 1, px, px, generator=g).to(device)
-    timesteps = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    noisy, target, reference_latents, clip, pose, timesteps = stage1_inputs(
+        unet, batch, px // SIZES[size]["factor"], px, device
+    )
 
     def step() -> None:
         with autocast(device, bf16):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.step_timing import autocast, time_step
+from bench.step_timing import autocast, check_checkout, time_step
 
 DC_FILES = ("lvdm/modules/networks/openaimodel3d.py", "lvdm/modules/attention.py", "utils/utils.py")
 DC_URL = "https://github.com/Doubiiu/DynamiCrafter"
@@ -29,20 +29,7 @@ IMAGE_TOKENS_PER_FRAME = 16
 
 def check_dynamicrafter_src(path: str | Path | None) -> Path:
     """The checkout's root, or a ValueError naming what is missing and how to get it."""
-    if not path:
-        raise ValueError(
-            f"--dynamicrafter-src is required: clone {DC_URL} and pass the clone's root directory."
-        )
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        raise ValueError(f"--dynamicrafter-src {path} is not a directory: clone {DC_URL} and pass its root.")
-    missing = [f for f in DC_FILES if not (root / f).is_file()]
-    if missing:
-        raise ValueError(
-            f"--dynamicrafter-src {root} is not a DynamiCrafter checkout (missing {', '.join(missing)}): "
-            f"pass the root of a clone of {DC_URL}."
-        )
-    return root
+    return check_checkout(path, "--dynamicrafter-src", "DynamiCrafter", DC_URL, DC_FILES)
 
 
 def build_step(args: argparse.Namespace):

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.step_timing import autocast, time_step
+from bench.step_timing import autocast, check_checkout, time_step
 
 # What a Moore-AnimateAnyone checkout has, relative to its root (the files this bench imports or mirrors).
 MOORE_FILES = (
@@ -48,20 +48,7 @@ MOORE_URL = "https://github.com/MooreThreads/Moore-AnimateAnyone"
 
 def check_moore_src(path: str | Path | None) -> Path:
     """The checkout's root, or a ValueError naming what is missing and how to get it."""
-    if not path:
-        raise ValueError(f"--moore-src is required: clone {MOORE_URL} and pass the clone's root directory.")
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        raise ValueError(
-            f"--moore-src {path} is not a directory: clone {MOORE_URL} and pass the clone's root."
-        )
-    missing = [f for f in MOORE_FILES if not (root / f).is_file()]
-    if missing:
-        raise ValueError(
-            f"--moore-src {root} is not a Moore-AnimateAnyone checkout (missing {', '.join(missing)}): "
-            f"pass the root of a clone of {MOORE_URL}."
-        )
-    return root
+    return check_checkout(path, "--moore-src", "Moore-AnimateAnyone", MOORE_URL, MOORE_FILES)
 
 
 def import_moore(root: Path):
@@ -93,6 +80,20 @@ def to_3d(unet: dict) -> dict:
     return out
 
 
+def stage1_inputs(unet: dict, b: int, s: int, px: int, device: torch.device) -> tuple:
+    """One stage-1 batch, the same on both sides of the comparison (seeded): noisy latents, target, reference
+    latents, CLIP embedding, pose video, timesteps."""
+    g = torch.Generator().manual_seed(0)
+    c = unet["in_channels"]
+    noisy = torch.randn(b, c, 1, s, s, generator=g)
+    target = torch.randn(b, c, 1, s, s, generator=g)
+    reference_latents = torch.randn(b, c, s, s, generator=g)
+    clip = torch.randn(b, 1, unet["cross_attention_dim"], generator=g)
+    pose = torch.rand(b, 3, 1, px, px, generator=g)
+    timesteps = torch.randint(0, 1000, (b,), generator=g)
+    return tuple(v.to(device) for v in (noisy, target, reference_latents, clip, pose, timesteps))
+
+
 def build_step(args: argparse.Namespace) -> tuple[Callable[[], None], int]:
     unet2d, unet3d, pose_guider_cls, control = import_moore(check_moore_src(args.moore_src))
     device = torch.device(args.device)
@@ -117,14 +118,9 @@ def build_step(args: argparse.Namespace) -> tuple[Callable[[], None], int]:
     ]
     optimizer = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
 
-    b, s, px, c = args.batch, args.latent_size, args.pixel_size, unet["in_channels"]
-    g = torch.Generator().manual_seed(0)
-    noisy = torch.randn(b, c, 1, s, s, generator=g).to(device)
-    target = torch.randn(b, c, 1, s, s, generator=g).to(device)
-    reference_latents = torch.randn(b, c, s, s, generator=g).to(device)
-    clip = torch.randn(b, 1, unet["cross_attention_dim"], generator=g).to(device)
-    pose = torch.rand(b, 3, 1, px, px, generator=g).to(device)
-    timesteps = torch.randint(0, 1000, (b,), generator=g).to(device)
+    noisy, target, reference_latents, clip, pose, timesteps = stage1_inputs(
+        unet, args.batch, args.latent_size, args.pixel_size, device
+    )
 
     # Moore's default bank dtype is fp16, its training precision; under --bf16 the bank takes the compute
     # dtype (an fp16 bank inside bf16 autocast fails in torch.cat), as the default does in fp16 training.
@@ -138,7 +134,7 @@ def build_step(args: argparse.Namespace) -> tuple[Callable[[], None], int]:
             reader.update(writer, dtype=bank_dtype)
             pred = denoising_unet(noisy, timesteps, pose_cond_fea=pose_fea, encoder_hidden_states=clip).sample
         loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
-        loss.repeat(b).mean().item()  # train_loss += avg_loss.item()
+        loss.repeat(args.batch).mean().item()  # train_loss += avg_loss.item()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
