@@ -136,14 +136,27 @@ def _window_grid(
     return origin, np.arange(size[:, 1].max())[:, None], np.arange(size[:, 0].max())[None, :]
 
 
+def _finite_frames(*points: np.ndarray) -> np.ndarray:
+    """Indices of the frames where every given point (T,2) is finite (NaN marks an undetected joint)."""
+    return np.nonzero(np.logical_and.reduce([np.isfinite(p).all(axis=1) for p in points]))[0]
+
+
+def _paint_frames(
+    canvas: np.ndarray, frames: np.ndarray, origin: np.ndarray, inside: np.ndarray, colour: np.ndarray
+) -> None:
+    """Paint the windows' `inside` masks in `colour` on the selected frames of `canvas`."""
+    sub = canvas[frames]
+    _paint_windows(sub, origin, inside, colour)
+    canvas[frames] = sub
+
+
 def _fill_ellipses(
     canvas: np.ndarray, a: np.ndarray, b: np.ndarray, half_width: float, colour: np.ndarray
 ) -> None:
     """Fill, per frame, the ellipse whose major axis runs from a to b (T,2) with minor semi-axis half_width."""
-    valid = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-    if not valid.any():
+    frames = _finite_frames(a, b)
+    if frames.size == 0:
         return
-    frames = np.nonzero(valid)[0]
     a, b = a[frames], b[frames]
     centre = (a + b) / 2.0
     axis = b - a
@@ -157,19 +170,16 @@ def _fill_ellipses(
     along = dx * unit[:, 0, None, None] + dy * unit[:, 1, None, None]
     across = dy * unit[:, 0, None, None] - dx * unit[:, 1, None, None]
     inside = (along / half_len[:, None, None]) ** 2 + (across / half_width) ** 2 <= 1.0
-    sub = canvas[frames]
-    _paint_windows(sub, origin, inside, colour)
-    canvas[frames] = sub
+    _paint_frames(canvas, frames, origin, inside, colour)
 
 
 def _fill_segments(
     canvas: np.ndarray, a: np.ndarray, b: np.ndarray, half_width: float, colour: np.ndarray
 ) -> None:
     """Fill, per frame, the pixels within `half_width` of the segment a-b (T,2): a line with round caps."""
-    valid = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-    if not valid.any():
+    frames = _finite_frames(a, b)
+    if frames.size == 0:
         return
-    frames = np.nonzero(valid)[0]
     a, b = a[frames], b[frames]
     origin, oy, ox = _window_grid(
         np.minimum(a, b) - half_width, np.maximum(a, b) + half_width, *canvas.shape[1:3]
@@ -182,25 +192,20 @@ def _fill_segments(
     inside = (px - along * d[:, 0, None, None]) ** 2 + (
         py - along * d[:, 1, None, None]
     ) ** 2 <= half_width**2
-    sub = canvas[frames]
-    _paint_windows(sub, origin, inside, colour)
-    canvas[frames] = sub
+    _paint_frames(canvas, frames, origin, inside, colour)
 
 
 def _fill_discs(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: np.ndarray) -> None:
     """Fill, per frame, a disc of `radius` px around centre (T,2); NaN centres are skipped."""
-    valid = np.isfinite(centre).all(axis=1)
-    if not valid.any():
+    frames = _finite_frames(centre)
+    if frames.size == 0:
         return
-    frames = np.nonzero(valid)[0]
     centre = centre[frames]
     origin, oy, ox = _window_grid(centre - radius, centre + radius, *canvas.shape[1:3])
     dx = (ox[None] + origin[:, 1, None, None]) - centre[:, 0, None, None]
     dy = (oy[None] + origin[:, 0, None, None]) - centre[:, 1, None, None]
     inside = dx**2 + dy**2 <= radius**2
-    sub = canvas[frames]
-    _paint_windows(sub, origin, inside, colour)
-    canvas[frames] = sub
+    _paint_frames(canvas, frames, origin, inside, colour)
 
 
 def draw_openpose_video(
