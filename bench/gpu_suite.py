@@ -17,7 +17,13 @@
    key frame (SD1.5-shaped random models, fp16, 20 steps; < 3 s), per non-key frame (flow + propagation; < 0.3 s),
    peak memory (< 12 GB).
 
-    python bench/gpu_suite.py [--out suite.json] [--skip-pytest] [--full-grid]
+The sections run in the order they are worth having on a short lease: baseline steps, the reference-step
+ratios, Rerender, EMA, I3D, loader, the other eager variants, `pytest -m gpu`, and torch.compile last. With
+`--budget-s` no section starts after that many seconds; the JSON is rewritten after every section (a run killed at
+a time limit keeps what it measured) and lists the sections skipped or failed. `bench/device_run.sh` is the one
+command for a lent GPU machine.
+
+    python bench/gpu_suite.py [--out suite.json] [--skip-pytest] [--full-grid] [--budget-s 480]
     python bench/gpu_suite.py --smoke        # tiny shapes on the CPU (CI runs this: tests/unit/test_gpu_suite.py)
 """
 
@@ -30,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,11 +105,21 @@ def count_flops(build, device: torch.device) -> int:
     """FLOPs of one forward + backward of the baseline variant (the model FLOPs every variant is rated by)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    step, _ = build(False, device)
+    (step, _), _ = build_on(device, build, False)
     counter = FlopCounterMode(display=False)
     with counter, autocast(device), sdpa_backend_context("auto"):
         step().backward()
     return int(counter.get_total_flops())
+
+
+def build_on(device: torch.device, build, checkpointing: bool):
+    """Build the model with its parameters created on `device` (a real-size UNet initialises in about a second on
+    a GPU, against tens of seconds on the host), falling back to the host when a constructor insists on it."""
+    try:
+        with torch.device(device):
+            return build(checkpointing, device), "device"
+    except Exception:  # noqa: BLE001 - some constructor made a host tensor it then used on the host
+        return build(checkpointing, device), "host"
 
 
 def time_variant(build, variant: dict, device: torch.device, steps: int, flops: int, peak: float | None) -> dict:
@@ -110,7 +127,7 @@ def time_variant(build, variant: dict, device: torch.device, steps: int, flops: 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     try:
-        step, params = build(variant["checkpointing"], device)
+        (step, params), built_on = build_on(device, build, variant["checkpointing"])
         if variant["compile"]:
             step = torch.compile(step)
         optimizer = torch.optim.AdamW(params, lr=1e-5)
@@ -128,7 +145,8 @@ def time_variant(build, variant: dict, device: torch.device, steps: int, flops: 
                 sync(device)
                 times.append(time.perf_counter() - start)
         step_s = min(times[warmup:])
-        result = {"step_s": step_s, "tflops": flops / step_s / 1e12, "mfu": flops / step_s / peak if peak else None}
+        result = {"step_s": step_s, "tflops": flops / step_s / 1e12, "mfu": flops / step_s / peak if peak else None,
+                  "first_step_s": times[0], "built_on": built_on}
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         return result
     except (RuntimeError, torch.cuda.OutOfMemoryError) as err:  # a kernel unavailable here, or OOM
@@ -139,15 +157,22 @@ def time_variant(build, variant: dict, device: torch.device, steps: int, flops: 
             torch.cuda.empty_cache()
 
 
-def run_pytest_gpu(smoke: bool) -> dict:
+def run_pytest_gpu(smoke: bool, timeout_s: float = 240) -> dict:
     if smoke:
         return {"skipped": "--smoke"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/gpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )
-    last = (proc.stdout.strip().splitlines() or [""])[-1]
-    return {"returncode": proc.returncode, "summary": last}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/gpu"],
+            cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired as err:
+        tail = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        return {"error": f"timed out after {timeout_s:.0f} s", "tail": tail.splitlines()[-30:]}
+    lines = proc.stdout.strip().splitlines() or [""]
+    result = {"returncode": proc.returncode, "summary": lines[-1]}
+    if proc.returncode != 0:  # the failures' short summary, for the one look a lease allows
+        result["tail"] = lines[-40:] + proc.stderr.strip().splitlines()[-10:]
+    return result
 
 
 def i3d_throughput(device: torch.device, smoke: bool) -> dict:
@@ -202,6 +227,147 @@ def _cell(result: dict, key: str, spec: str) -> str:
     return "-" if result.get(key) is None else format(result[key], spec)
 
 
+class Suite:
+    """The sections in the order they are worth having when a lease runs short: each starts only while the time
+    budget lasts, a failing one is recorded and the rest go on, and the JSON is rewritten after every section so
+    that a run killed at its time limit still leaves what it measured."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, out: Path):
+        self.args, self.device, self.out = args, device, out
+        self.smoke = args.smoke
+        self.peak = peak_flops(device, DEFAULT_PEAK_TFLOPS)
+        self.steps = 1 if args.smoke else args.steps
+        self.started = time.perf_counter()
+        self.rows = [["config", "sdpa", "ckpt", "compile", "step s", "TFLOP/s", "MFU", "peak GiB"]]
+        self.report: dict = {
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "smoke": args.smoke, "budget_s": args.budget_s,
+            "peak_tflops": self.peak / 1e12 if self.peak else None, "steps": {}, "seconds": {},
+            "skipped_for_budget": [], "failed_sections": [],
+        }
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def left(self) -> float | None:
+        return None if self.args.budget_s is None else self.args.budget_s - self.elapsed()
+
+    def write(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.report, indent=2))
+        tmp.replace(self.out)
+
+    def run(self, name: str, section: Callable[[], dict | None]) -> None:
+        left = self.left()
+        if left is not None and left <= 0:
+            self.report["skipped_for_budget"].append(name)
+            print(f"[suite] {name}: skipped, the {self.args.budget_s:.0f} s budget is spent", flush=True)
+            return
+        begun = time.perf_counter()
+        print(f"[suite] {name} (at {self.elapsed():.0f} s)", flush=True)
+        try:
+            result = section()
+        except Exception as err:  # noqa: BLE001 - one broken section must not cost the others
+            result = {"error": f"{type(err).__name__}: {err}"[:500],
+                      "traceback": traceback.format_exc().splitlines()[-12:]}
+            self.report["failed_sections"].append(name)
+            print(f"[suite] {name} FAILED: {result['error']}", flush=True)
+        if result is not None:
+            self.report[name] = result
+        self.report["seconds"][name] = time.perf_counter() - begun
+        self.write()
+
+    # sections -----------------------------------------------------------------------------------------------
+    def step_variants(self, variants: list[dict]) -> None:
+        for name, build in configs(self.smoke).items():
+            entry = self.report["steps"].setdefault(name, {"variants": []})
+            if "flops_per_step" not in entry:
+                entry["flops_per_step"] = count_flops(build, self.device)
+            for variant in variants:
+                result = {**variant, **time_variant(build, variant, self.device, self.steps, entry["flops_per_step"],
+                                                    self.peak)}
+                entry["variants"].append(result)
+                self.rows.append([
+                    name, variant["sdpa"], str(variant["checkpointing"]), str(variant["compile"]),
+                    _cell(result, "step_s", ".3f") if "error" not in result else "ERR: " + result["error"][:40],
+                    _cell(result, "tflops", ".1f"), _cell(result, "mfu", ".1%"), _cell(result, "peak_gib", ".1f"),
+                ])
+                print(table(self.rows[:1] + self.rows[-1:]), flush=True)
+                self.write()
+
+    def gpu_samples_per_s(self) -> float | None:
+        """Stage 1's consumption rate (batch 4 over the baseline step time), which the loader must outpace."""
+        if self.smoke or not self.report["steps"]:
+            return None
+        baseline = self.report["steps"][next(iter(self.report["steps"]))]["variants"][0]
+        return 4 / baseline["step_s"] if "step_s" in baseline else None
+
+    def plan(self) -> list[tuple[str, Callable[[], dict | None]]]:
+        """Priority order: the issue's headline figures first, torch.compile (minutes of compiling) last."""
+        smoke, dev, args = self.smoke, self.device, self.args
+        grid = FULL_GRID if args.full_grid else VARIANTS
+        eager_extra = [v for v in grid if v != BASELINE and not v["compile"]]
+        compiled = [v for v in grid if v["compile"]]
+        if smoke:
+            eager_extra, compiled = VARIANTS[2:3], []
+        sections = [
+            ("steps_baseline", lambda: self.step_variants([BASELINE])),
+            ("reference_step", lambda: [
+                reference_step.measure(s, dev.type, batch=1 if smoke else 8, steps=1 if smoke else 10,
+                                       bf16=not smoke)
+                for s in ("aa", "dc")
+            ]),
+        ]
+        sections += [(name, lambda bench=bench: bench(smoke)) for name, bench in BENCHES.items()]
+        sections += [
+            ("ema", lambda: ema_step.measure(dev.type, full=not smoke, repeats=2 if smoke else 20)),
+            ("i3d", lambda: i3d_throughput(dev, smoke)),
+            ("loader", lambda: loader_throughput(smoke, args.loader_workers, self.gpu_samples_per_s())),
+            ("steps_variants", lambda: self.step_variants(eager_extra)),
+        ]
+        if not args.skip_pytest:
+            sections.append(("pytest_gpu", lambda: run_pytest_gpu(smoke, self.pytest_timeout())))
+        if compiled:
+            sections.append(("steps_compile", lambda: self.step_variants(compiled)))
+        return sections
+
+    def pytest_timeout(self) -> float:
+        left = self.left()
+        return 240 if left is None else max(60.0, left)
+
+
+def print_summary(report: dict, rows: list[list[str]]) -> None:
+    """The printed table: whatever sections ran."""
+    print(table(rows))
+    if "error" not in report.get("ema", {"error": 1}):
+        ema = report["ema"]
+        print(f"EMA update: per-parameter {ema['per_parameter_ms']:.2f} ms, foreach {ema['foreach_ms']:.2f} ms "
+              f"({ema['speedup']:.2f}x, {ema['tensors']} tensors)")
+    if isinstance(report.get("reference_step"), list):
+        print(table(reference_step.rows(report["reference_step"])))
+    if "clips_per_s" in report.get("i3d", {}):
+        print(f"I3D features: {report['i3d']['clips_per_s']:.1f} clips/s ({report['i3d']['clip']})")
+    loader = report.get("loader", {})
+    if "samples_per_s" in loader:
+        ratio = f", {loader['ratio']:.2f}x the GPU's {loader['gpu_samples_per_s']:.1f}" if loader["ratio"] else ""
+        print(f"loader: {loader['samples_per_s']:.1f} samples/s with {loader['workers']} workers{ratio}")
+    keys, prop = report.get("rerender_keyframes", {}), report.get("rerender_propagation", {})
+    if "seconds_per_key_frame" in keys:
+        print(f"Rerender {keys['size']}px: {keys['seconds_per_key_frame']:.2f} s per key frame (target < 3), peak "
+              f"{_cell(keys, 'peak_memory_gb', '.1f')} GB (target < 12)")
+    if "seconds_per_non_key_frame" in prop:
+        print(f"Rerender propagation: {prop['seconds_per_non_key_frame']:.3f} s per non-key frame with "
+              f"{prop['flow']} flow (target < 0.3), peak {_cell(prop, 'peak_memory_gb', '.1f')} GB")
+    if "pytest_gpu" in report:
+        print(f"pytest -m gpu: {report['pytest_gpu']}")
+    for name in report["failed_sections"]:
+        print(f"FAILED section {name}: {report[name].get('error')}")
+    if report["skipped_for_budget"]:
+        print(f"skipped for the time budget: {', '.join(report['skipped_for_budget'])}")
+    print("seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (what CI runs)")
@@ -210,78 +376,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--full-grid", action="store_true", help="all 8 sdpa x checkpointing x compile combinations")
     parser.add_argument("--skip-pytest", action="store_true")
     parser.add_argument("--loader-workers", type=int, default=8)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no section after this many seconds (a lease's time limit); the JSON keeps "
+                             "what ran and lists what was skipped")
     args = parser.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         sys.exit("bench/gpu_suite.py needs a CUDA GPU (or --smoke for the CPU check).")
     device = torch.device("cpu" if args.smoke else "cuda")
-    peak = peak_flops(device, DEFAULT_PEAK_TFLOPS)
-    steps = 1 if args.smoke else args.steps
-    report: dict = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "smoke": args.smoke, "peak_tflops": peak / 1e12 if peak else None,
-    }
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    report["pytest_gpu"] = {"skipped": "--skip-pytest"} if args.skip_pytest else run_pytest_gpu(args.smoke)
-    seconds["pytest_gpu"] = time.perf_counter() - started
-
-    rows = [["config", "sdpa", "ckpt", "compile", "step s", "TFLOP/s", "MFU", "peak GiB"]]
-    report["steps"] = {}
-    variants = VARIANTS[:1] + VARIANTS[2:3] if args.smoke else (FULL_GRID if args.full_grid else VARIANTS)
-    for name, build in configs(args.smoke).items():
-        flops = count_flops(build, device)
-        entry = {"flops_per_step": flops, "variants": []}
-        for variant in variants:
-            result = {**variant, **time_variant(build, variant, device, steps, flops, peak)}
-            entry["variants"].append(result)
-            rows.append([name, variant["sdpa"], str(variant["checkpointing"]), str(variant["compile"]),
-                         _cell(result, "step_s", ".3f") if "error" not in result else "ERR: " + result["error"][:40],
-                         _cell(result, "tflops", ".1f"), _cell(result, "mfu", ".1%"), _cell(result, "peak_gib", ".1f")])
-            print(table(rows[-1:]), flush=True)
-        report["steps"][name] = entry
-    seconds["steps"] = time.perf_counter() - started - sum(seconds.values())
-
-    ema = ema_step.measure(device.type, full=not args.smoke, repeats=2 if args.smoke else 20)
-    report["ema"] = ema
-    seconds["ema"] = time.perf_counter() - started - sum(seconds.values())
-    report["reference_step"] = [
-        reference_step.measure(s, device.type, batch=1 if args.smoke else 8, steps=1 if args.smoke else 10,
-                               bf16=not args.smoke)
-        for s in ("aa", "dc")
-    ]  # fmt: skip
-    seconds["reference_step"] = time.perf_counter() - started - sum(seconds.values())
-    report["i3d"] = i3d_throughput(device, args.smoke)
-    seconds["i3d"] = time.perf_counter() - started - sum(seconds.values())
-    stage1 = report["steps"][next(iter(report["steps"]))]["variants"][0]
-    gpu_rate = 4 / stage1["step_s"] if "step_s" in stage1 and not args.smoke else None
-    report["loader"] = loader_throughput(args.smoke, args.loader_workers, gpu_rate)
-    seconds["loader"] = time.perf_counter() - started - sum(seconds.values())
-    for name, bench in BENCHES.items():
+    out = args.out or ROOT / "bench" / "results" / f"gpu_suite_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    suite = Suite(args, device, out)
+    for name, section in suite.plan():
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        report[name] = bench(args.smoke)
-        seconds[name] = time.perf_counter() - started - sum(seconds.values())
-    report["seconds"] = seconds
-
-    print(table(rows))
-    print(f"EMA update: per-parameter {ema['per_parameter_ms']:.2f} ms, foreach {ema['foreach_ms']:.2f} ms "
-          f"({ema['speedup']:.2f}x, {ema['tensors']} tensors)")
-    print(table(reference_step.rows(report["reference_step"])))
-    print(f"I3D features: {report['i3d']['clips_per_s']:.1f} clips/s ({report['i3d']['clip']})")
-    loader = report["loader"]
-    ratio = f", {loader['ratio']:.2f}x the GPU's {loader['gpu_samples_per_s']:.1f}" if loader["ratio"] else ""
-    print(f"loader: {loader['samples_per_s']:.1f} samples/s with {loader['workers']} workers{ratio}")
-    keys, prop = report["rerender_keyframes"], report["rerender_propagation"]
-    print(f"Rerender {keys['size']}px: {keys['seconds_per_key_frame']:.2f} s per key frame (target < 3), peak "
-          f"{_cell(keys, 'peak_memory_gb', '.1f')} GB (target < 12); {prop['seconds_per_non_key_frame']:.3f} s per "
-          f"non-key frame with {prop['flow']} flow (target < 0.3), peak {_cell(prop, 'peak_memory_gb', '.1f')} GB")
-    print(f"pytest -m gpu: {report['pytest_gpu']}")
-    print("seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    out = args.out or ROOT / "bench" / "results" / f"gpu_suite_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+        suite.run(name, section)
+    suite.write()
+    print_summary(suite.report, suite.rows)
     print(f"wrote {out}")
-    return report
+    return suite.report
 
 
 if __name__ == "__main__":

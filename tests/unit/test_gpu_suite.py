@@ -37,3 +37,32 @@ def test_smoke_suite_writes_every_section(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "config" in printed and "MFU" in printed and f"wrote {out}" in printed
     assert "per key frame (target < 3)" in printed
+
+
+def test_budget_skips_sections_and_a_failing_section_spares_the_rest(tmp_path, monkeypatch, capsys):
+    """A lease runs out: with the budget spent every later section is listed as skipped (the JSON still written);
+    a section that raises is recorded with its error and the next one still runs."""
+    out = tmp_path / "suite.json"
+    report = gpu_suite.main(["--smoke", "--out", str(out), "--budget-s", "0"])
+    names = [name for name, _ in gpu_suite.Suite(report_args(out), gpu_suite.torch.device("cpu"), out).plan()]
+    assert report["skipped_for_budget"] == names and json.loads(out.read_text())["skipped_for_budget"] == names
+    assert names[0] == "steps_baseline" and "pytest_gpu" in names
+
+    def broken(smoke):
+        raise RuntimeError("no such kernel")
+
+    monkeypatch.setattr(gpu_suite, "BENCHES", {"broken": broken, "ok": lambda smoke: {"fine": True}})
+    monkeypatch.setattr(gpu_suite, "configs", lambda smoke: {})
+    monkeypatch.setattr(gpu_suite.reference_step, "measure", lambda *a, **k: {})
+    monkeypatch.setattr(gpu_suite.reference_step, "rows", lambda results: [["system"]])
+    monkeypatch.setattr(gpu_suite, "loader_throughput", lambda *a: {"skipped": "test"})
+    monkeypatch.setattr(gpu_suite, "i3d_throughput", lambda *a: {"skipped": "test"})
+    report = gpu_suite.main(["--smoke", "--out", str(out)])
+    assert report["failed_sections"] == ["broken"] and "no such kernel" in report["broken"]["error"]
+    assert report["ok"] == {"fine": True} and json.loads(out.read_text())["ok"] == {"fine": True}
+    assert "FAILED section broken" in capsys.readouterr().out
+
+
+def report_args(out):
+    return gpu_suite.argparse.Namespace(smoke=True, steps=1, full_grid=False, skip_pytest=False, loader_workers=0,
+                                        budget_s=0, out=out)
