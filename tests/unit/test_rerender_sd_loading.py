@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from src.config import register_resolvers
 from src.models.weights import WeightLoadError
+from src.rerender.ldm_checkpoint import convert_component
 from src.rerender.sd_components import SDComponents
 from src.rerender.sd_loading import (
     SD15_CONFIGS,
@@ -26,7 +27,7 @@ from src.rerender.sd_loading import (
     load_stable_diffusion,
     resolve_dtype,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shared_data
 from tests.unit.ldm_layout import (
     control_sd15_file,
     controlnet_to_ldm,
@@ -228,3 +229,21 @@ def test_weights_doctor_lists_the_rerender_files(tiny, tmp_path) -> None:
     found = {f.slot.key: f.status for f in run_check(cfg) if f.slot.key.startswith(("model.sd", "model.controlnet", "model.control_map"))}
     assert found == dict(zip(keys, ("present", "missing", "ok"), strict=True)), found
     assert "model.control_map.hed_checkpoint" not in {f.slot.key for f in run_check(canny)}  # HED unused
+
+
+@pytest.mark.skipif(not shared_data("dynamicrafter_manifest").is_dir(), reason="../shared/data not found")
+def test_the_released_kl_f8_vae_layout_converts_strictly_at_full_size() -> None:
+    """No SD1.5 file is available offline, but DynamiCrafter's release stores the same kl-f8 autoencoder under the
+    same original names (`first_stage_model.*`, 248 tensors, 83,653,863 values, as SD1.5's VAE). Their real names
+    and shapes convert through our single-file path onto the shipped SD1.5 VAE config with nothing left over."""
+    from diffusers import AutoencoderKL
+
+    manifest = json.loads((shared_data("dynamicrafter_manifest") / "dynamicrafter_512.json").read_text())["keys"]
+    released = {k: torch.empty(shape) for k, shape in manifest.items() if k.startswith("first_stage_model.")}
+    config = json.loads((SD15_CONFIGS / "vae" / "config.json").read_text())
+    with torch.device("meta"):
+        probe = AutoencoderKL.from_config(config)
+    converted = convert_component(released, "vae", config, probe, "DynamiCrafter 512 release (manifest)")
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == expected
+    assert sum(v.numel() for v in released.values()) == 83_653_863
