@@ -268,7 +268,7 @@ class Suite:
         print(f"[suite] {name} (at {self.elapsed():.0f} s)", flush=True)
         try:
             result = section()
-        except Exception as err:  # noqa: BLE001 - one broken section must not cost the others
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - one broken section must not cost the others
             result = {"error": f"{type(err).__name__}: {err}"[:500],
                       "traceback": traceback.format_exc().splitlines()[-12:]}
             self.report["failed_sections"].append(name)
@@ -319,6 +319,8 @@ class Suite:
                 for s in ("aa", "dc")
             ]),
         ]
+        if args.dynamicrafter_src or args.moore_src:
+            sections.append(("official_step", self.official_step))
         sections += [(name, lambda bench=bench: bench(smoke)) for name, bench in BENCHES.items()]
         sections += [
             ("ema", lambda: ema_step.measure(dev.type, full=not smoke, repeats=2 if smoke else 20)),
@@ -331,6 +333,24 @@ class Suite:
         if compiled:
             sections.append(("steps_compile", lambda: self.step_variants(compiled)))
         return sections
+
+    def official_step(self) -> list[dict]:
+        """The released code's own training step against ours, same sizes and device (bench/official_compare.py;
+        the checkouts come from the user, never from this repository): the DynamiCrafter 512 UNet at batch 2 and
+        Moore's stage 1 at 768^2 batch 4, bf16 autocast (demo sizes, fp32 and batch 1 with --smoke)."""
+        from bench.official_compare import compare_dynamicrafter, compare_moore
+        from bench.official_compare import rows as official_rows
+
+        size, steps, device, bf16 = ("demo", 1, "cpu", False) if self.smoke else ("real", 5, "cuda", True)
+        results = []
+        if self.args.dynamicrafter_src:
+            results.append(compare_dynamicrafter(self.args.dynamicrafter_src, self.args.official_pythonpath, size,
+                                                 1 if self.smoke else 2, steps, device, bf16))
+        if self.args.moore_src:
+            results.append(compare_moore(self.args.moore_src, self.args.official_pythonpath, size,
+                                         1 if self.smoke else 4, steps, device, bf16))
+        print(table(official_rows(results)), flush=True)
+        return results
 
     def pytest_timeout(self) -> float:
         left = self.left()
@@ -346,6 +366,10 @@ def print_summary(report: dict, rows: list[list[str]]) -> None:
               f"({ema['speedup']:.2f}x, {ema['tensors']} tensors)")
     if isinstance(report.get("reference_step"), list):
         print(table(reference_step.rows(report["reference_step"])))
+    if isinstance(report.get("official_step"), list):
+        from bench.official_compare import rows as official_rows
+
+        print(table(official_rows(report["official_step"])))
     if "clips_per_s" in report.get("i3d", {}):
         print(f"I3D features: {report['i3d']['clips_per_s']:.1f} clips/s ({report['i3d']['clip']})")
     loader = report.get("loader", {})
@@ -379,6 +403,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no section after this many seconds (a lease's time limit); the JSON keeps "
                              "what ran and lists what was skipped")
+    parser.add_argument("--dynamicrafter-src", help="a DynamiCrafter checkout: also time its own lvdm UNet step")
+    parser.add_argument("--moore-src", help="a Moore-AnimateAnyone checkout: also time its own stage-1 step")
+    parser.add_argument("--official-pythonpath",
+                        help="first on the official side's PYTHONPATH (Moore: diffusers==0.24.0 transformers==4.30.2)")
     args = parser.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         sys.exit("bench/gpu_suite.py needs a CUDA GPU (or --smoke for the CPU check).")

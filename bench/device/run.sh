@@ -4,6 +4,9 @@
 # the image's own torch (no registry there), checks that the project imports, then runs bench/gpu_suite.py within
 # the call's time; the JSON, the log and the GPU's description come back in $OUT.
 #   BUDGET=420 (seconds after which no suite section starts); extra arguments go to gpu_suite.py (--smoke on a CPU).
+#   The released code's own steps are timed too when its checkouts travel in .refsrc/ (git-ignored; carry it):
+#   .refsrc/DynamiCrafter (the release's lvdm/ and utils/), .refsrc/Moore-AnimateAnyone with .refsrc/moore_site
+#   (diffusers==0.24.0 transformers==4.30.2 for its side), or set DYNAMICRAFTER_SRC / MOORE_SRC / OFFICIAL_PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_suite_out}
@@ -26,4 +29,13 @@ for name in ("torch", "torchvision", "lightning", "diffusers", "transformers", "
     module = importlib.import_module(name)
     print(f"{name} {getattr(module, '__version__', '')}")
 PY
-python3 bench/gpu_suite.py --out "$OUT/gpu_suite.json" --budget-s "$BUDGET" "$@" 2>&1 | tee "$OUT/gpu_suite.log"
+official=()
+DYNAMICRAFTER_SRC=${DYNAMICRAFTER_SRC:-.refsrc/DynamiCrafter}
+MOORE_SRC=${MOORE_SRC:-.refsrc/Moore-AnimateAnyone}
+OFFICIAL_PYTHONPATH=${OFFICIAL_PYTHONPATH:-.refsrc/moore_site}
+[ -d "$DYNAMICRAFTER_SRC/lvdm" ] && official+=(--dynamicrafter-src "$DYNAMICRAFTER_SRC")
+if [ -d "$MOORE_SRC/src" ] && [ -d "$OFFICIAL_PYTHONPATH" ]; then
+  official+=(--moore-src "$MOORE_SRC" --official-pythonpath "$OFFICIAL_PYTHONPATH")
+fi
+python3 bench/gpu_suite.py --out "$OUT/gpu_suite.json" --budget-s "$BUDGET" "${official[@]}" "$@" 2>&1 \
+  | tee "$OUT/gpu_suite.log"

@@ -65,4 +65,5 @@ def test_budget_skips_sections_and_a_failing_section_spares_the_rest(tmp_path, m
 
 def report_args(out):
     return gpu_suite.argparse.Namespace(smoke=True, steps=1, full_grid=False, skip_pytest=False, loader_workers=0,
-                                        budget_s=0, out=out)
+                                        budget_s=0, out=out, dynamicrafter_src=None, moore_src=None,
+                                        official_pythonpath=None)
