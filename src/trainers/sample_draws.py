@@ -10,7 +10,7 @@ restores the numbering) draws what the uninterrupted one would have.
 How: counter-based, not a generator per sample. Every 32-bit random word is Threefry-2x32 with 20 rounds
 (Salmon et al., SC 2011, "Parallel random numbers: as easy as 1, 2, 3"; the block cipher behind JAX's PRNG) of
 an element counter, under a per-sample key that is itself Threefry of the sample index under (seed, purpose).
-All of it is batched int64 tensor arithmetic on the batch's device: no Python loop over samples, no generator
+All of it is batched integer tensor arithmetic on the batch's device: no Python loop over samples, no generator
 objects, a few hundred element-wise in-place kernels per draw. Each purpose ("noise", "timesteps", ...) is an
 independent stream, so adding a draw never shifts another. Normals are Box-Muller of 24-bit uniforms (tails cut
 at 5.8 sigma, probability 1e-8); integers in [0, high) are Lemire's exact multiply-shift of a 32-bit word.
@@ -36,27 +36,36 @@ _ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
 _INV_2_24 = 1.0 / (1 << 24)
 
 
+def _as_int32(words: torch.Tensor) -> torch.Tensor:
+    """uint32 values held in int64 -> the same 32 bits as int32 (two's complement)."""
+    return torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
+
+
 def threefry2x32(
     key0: torch.Tensor, key1: torch.Tensor, ctr0: torch.Tensor, ctr1: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Threefry-2x32-20 of counter (ctr0, ctr1) under key (key0, key1); int64 tensors holding uint32 values,
-    broadcast together. Checked against the Random123 known-answer vectors in the tests. In-place int64
-    arithmetic (values stay below 2**62, so nothing overflows) keeps it to two buffers of the output's size."""
+    broadcast together, and the result likewise. Checked against the Random123 known-answer vectors in the tests.
+
+    The rounds run in place on int32 tensors (torch has no uint32 arithmetic): two's-complement addition wraps
+    modulo 2**32 exactly as uint32 addition does, XOR/OR/left shift act on the same bits, and the right shift is
+    made logical by masking the sign bits it copies in. Half the bytes of int64 words and one fewer kernel per
+    rotation: dropout masks of 1.3M-5.2M values per sample come 1.5-1.8x faster on CPU, bit-identical."""
     k0, k1 = key0 & _MASK, key1 & _MASK
-    ks = (k0, k1, k0 ^ k1 ^ _PARITY)
+    ks = [_as_int32(k) for k in (k0, k1, k0 ^ k1 ^ _PARITY)]
     shape = torch.broadcast_shapes(k0.shape, ctr0.shape, ctr1.shape)
-    x0 = (ctr0 + ks[0]).bitwise_and_(_MASK).expand(shape).contiguous()
-    x1 = (ctr1 + ks[1]).bitwise_and_(_MASK).expand(shape).contiguous()
+    x0 = (_as_int32(ctr0 & _MASK) + ks[0]).expand(shape).contiguous()
+    x1 = (_as_int32(ctr1 & _MASK) + ks[1]).expand(shape).contiguous()
     high = torch.empty_like(x1)
     for group in range(5):
         for r in _ROTATIONS[4 * (group % 2) : 4 * (group % 2) + 4]:
-            x0.add_(x1).bitwise_and_(_MASK)
+            x0.add_(x1)
             torch.bitwise_left_shift(x1, r, out=high)  # rotate x1 left by r within 32 bits
-            x1.bitwise_right_shift_(32 - r).bitwise_or_(high).bitwise_and_(_MASK).bitwise_xor_(x0)
+            x1.bitwise_right_shift_(32 - r).bitwise_and_((1 << r) - 1).bitwise_or_(high).bitwise_xor_(x0)
         n = group + 1
-        x0.add_(ks[n % 3]).bitwise_and_(_MASK)
-        x1.add_(ks[(n + 1) % 3] + n).bitwise_and_(_MASK)
-    return x0, x1
+        x0.add_(ks[n % 3])
+        x1.add_(ks[(n + 1) % 3]).add_(n)
+    return x0.to(torch.int64) & _MASK, x1.to(torch.int64) & _MASK
 
 
 def threefry2x32_int(key0: int, key1: int, ctr0: int, ctr1: int) -> tuple[int, int]:

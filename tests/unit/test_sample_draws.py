@@ -28,6 +28,22 @@ def test_threefry_matches_the_random123_known_answers(key, counter, expected):
     assert threefry2x32_int(*key, *counter) == expected  # the host-side scalar path (global RNG seed)
 
 
+def test_vectorised_rounds_equal_the_host_scalar_path_on_large_wrapping_inputs():
+    """The tensor rounds run in wrapping int32 arithmetic; on a large tensor (the vectorised kernels, not the
+    scalar tail the known answers exercise) with counters and keys across the whole uint32 range, sampled
+    positions equal the pure-Python uint32 reference."""
+    gen = torch.Generator().manual_seed(0)
+    key0, key1 = torch.randint(0, 2**32, (2, 2, 1), generator=gen)
+    ctr0 = torch.cat([torch.arange(2**31 - 50_000, 2**31 + 50_000), torch.randint(0, 2**32, (100_000,), generator=gen)])
+    ctr1 = torch.randint(0, 2**32, ctr0.shape, generator=gen)
+    x0, x1 = threefry2x32(key0, key1, ctr0[None], ctr1[None])
+    assert x0.dtype == torch.int64 and x0.shape == (2, 200_000) and int(x0.min()) >= 0 and int(x1.max()) <= M
+    for row in range(2):
+        for j in torch.randint(0, 200_000, (40,), generator=gen).tolist() + [0, 49_999, 50_000, 199_999]:
+            expected = threefry2x32_int(int(key0[row]), int(key1[row]), int(ctr0[j]), int(ctr1[j]))
+            assert (int(x0[row, j]), int(x1[row, j])) == expected, (row, j)
+
+
 def test_a_samples_draws_depend_on_its_index_not_on_its_batch():
     """What makes any world size / batch split draw the same: row i is a function of sample_index[i] alone."""
     together = SampleDraws(7, torch.tensor([3, 10, 2**40 + 5]))
