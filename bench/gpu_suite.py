@@ -20,7 +20,7 @@
 The sections run in the order they are worth having on a short lease: baseline steps, the reference-step
 ratios, Rerender, EMA, I3D, loader, the other eager variants, `pytest -m gpu`, and torch.compile last. With
 `--budget-s` no section starts after that many seconds; the JSON is rewritten after every section (a run killed at
-a time limit keeps what it measured) and lists the sections skipped or failed. `bench/device_run.sh` is the one
+a time limit keeps what it measured) and lists the sections skipped or failed. `bench/device/run.sh` is the one
 command for a lent GPU machine.
 
     python bench/gpu_suite.py [--out suite.json] [--skip-pytest] [--full-grid] [--budget-s 480]
