@@ -31,7 +31,7 @@ from webdataset.tariterators import tarfile_samples
 
 from src.config import register_resolvers, stage_config
 from src.config_checks import check_config_or_exit
-from src.data.latent_cache import is_written, run_cache_key, sidecar, write_cache_shard, write_key
+from src.data.latent_cache import is_written, run_cache_key, sidecar, write_cache_shard, write_constants, write_key
 from src.data.sample_stream import get_rank_and_world_size, skip_reason
 from src.data.shards import list_shards
 
@@ -68,6 +68,7 @@ class StageCacheWriter:
     def __init__(self, cfg: DictConfig, name: str, device: torch.device) -> None:
         self.cfg, self.name, self.device = cfg, name, device
         self.out = Path(cfg.data.cache)
+        self.out.mkdir(parents=True, exist_ok=True)  # its file_digests.json spares training from rehashing
         self.shards = train_shards(cfg)
         L.seed_everything(
             cfg.seed, workers=True
@@ -78,7 +79,7 @@ class StageCacheWriter:
         self.dataset.augmentation_seed = int(cfg.data.get("augmentation_seed") or 0)
         self.batch_size = int(cfg.data.get("cache_batch_size", 8))
         cfg.data.augmentation_seed = self.dataset.augmentation_seed
-        self.key = run_cache_key(cfg, self.module, self.shards)
+        self.key = run_cache_key(cfg, self.shards, sampled_latents=bool(self.module.codec.samples_posterior))
 
     def features(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The stored samples: the processed fields minus the frozen parts' inputs, plus the frozen features."""
@@ -116,8 +117,14 @@ class StageCacheWriter:
         write_cache_shard(self.out / Path(path).name, stored, info)
         return {**info, "samples": len(stored)}
 
+    def frame_size(self) -> tuple[int, int]:
+        size = self.cfg.data.size
+        return (int(size), int(size)) if isinstance(size, int | float) else (int(size[0]), int(size[1]))
+
     def run(self, task: int, tasks: int) -> dict[str, Any]:
         write_key(self.out, self.key)
+        with torch.no_grad():
+            write_constants(self.out, self.module.frozen_constants(self.frame_size()))
         mine = [p for i, p in enumerate(self.shards) if i % tasks == task]
         started, written, reused, samples, skipped = time.perf_counter(), 0, 0, 0, Counter()
         for done, path in enumerate(mine, 1):

@@ -6,10 +6,13 @@ embeddings, plus the processed tensors the trainable parts still need, e.g. Anim
 `json` (key, caption, frame stride, fps, ...). `<name>.tar.json` beside it is written after the tar is complete
 (both atomically), so a reader never sees a partial shard: a shard without its sidecar does not exist.
 
-`cache_key.json` records what produced the cache: the system, a hash of every frozen encoder's weights, the
-preprocessing (size, frames, stride, crop, ...), the augmentation seed, whether latents are sampled (mean + std
-stored, the training step draws the latent per sample through src.trainers.sample_draws) and the raw shards.
-A run whose key differs is refused with the differing fields named; a matching cache is reused by any run.
+`cache_key.json` records what produced the cache: the system, a hash of every frozen part's recipe (its config
+with each weight file's content hash: src.data.part_recipes, so a run checks the key without building the
+parts), the preprocessing (size, frames, stride, crop, ...), the augmentation seed, whether latents are sampled
+(mean + std stored, the training step draws the latent per sample through src.trainers.sample_draws) and the
+raw shards. A run whose key differs is refused with the differing fields named; a matching cache is reused by
+any run. `constants.safetensors` holds the frozen parts' sample-independent outputs that training reads (the
+empty caption's embedding, ...), so a run from the cache never builds its codec or encoders.
 
 Augmentation: a cache freezes it to one draw per video, keyed on (`data.augmentation_seed`, the sample's key);
 a raw run with the same `data.augmentation_seed` draws the same crops, clips and strides, so it trains exactly
@@ -18,7 +21,6 @@ like the cached run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -28,9 +30,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 from src import atomic_io
+from src.data.part_recipes import DigestMemo, part_fingerprints
 from src.data.sample_stream import ExactBatchLoader, SampleError, ShardSampleDataset, stream_settings
 
 __all__ = [
@@ -43,14 +47,16 @@ __all__ = [
     "check_key",
     "collate_cached",
     "loader_from_config",
-    "weights_fingerprint",
     "is_written",
+    "read_constants",
     "write_cache_shard",
+    "write_constants",
     "write_key",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: encoders keyed by their recipes (1: by the built weights), constants stored
 KEY_FILE = "cache_key.json"
+CONSTANTS_FILE = "constants.safetensors"
 FEATURES_ENTRY = "features.safetensors"
 # the data settings a cached sample depends on (absent ones are recorded as None)
 PREPROCESSING = (
@@ -69,36 +75,17 @@ class CacheMismatch(ValueError):
     """The cache was made by other weights, preprocessing or shards than this run uses, or is incomplete."""
 
 
-def weights_fingerprint(modules: dict[str, torch.nn.Module]) -> dict[str, str]:
-    """sha256 (first 16 hex digits) of each module's type, plain settings (a weight-free codec's factor, a VAE's
-    scaling factor) and state dict (names, dtypes, shapes and bytes, in name order)."""
-    out = {}
-    for name, module in sorted(modules.items()):
-        digest = hashlib.sha256(type(module).__qualname__.encode())
-        settings = {
-            k: v
-            for k, v in vars(module).items()
-            if isinstance(v, int | float | str | bool) and k != "training"
-        }
-        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-        for key, tensor in sorted(module.state_dict().items()):
-            value = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
-            digest.update(value.view(torch.uint8).numpy() if value.numel() else b"")  # no copy of the bytes
-        out[name] = digest.hexdigest()[:16]
-    return out
-
-
 def cache_key(
     *,
     system: str,
     fingerprint: dict[str, str],
     data: DictConfig,
     augmentation_seed: int,
-    sampled_latents: bool,
+    sampled_latents: bool | None,
     raw_shards: Sequence[str],
 ) -> dict[str, Any]:
-    """Everything a cached sample depends on (see the module docstring)."""
+    """Everything a cached sample depends on (see the module docstring). `sampled_latents` None: not known
+    without building the codec, and implied by the codec's recipe, so any value in the cache is accepted."""
     plain = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
     return {
         "version": CACHE_VERSION,
@@ -106,7 +93,7 @@ def cache_key(
         "encoders": dict(fingerprint),
         "preprocessing": {name: plain.get(name) for name in PREPROCESSING},
         "augmentation_seed": None if augmentation_seed is None else int(augmentation_seed),
-        "latents": "mean_std" if sampled_latents else "mean",
+        "latents": None if sampled_latents is None else ("mean_std" if sampled_latents else "mean"),
         "raw_shards": [os.path.basename(s) for s in raw_shards],
     }
 
@@ -123,8 +110,8 @@ def _differences(found: dict[str, Any], wanted: dict[str, Any], prefix: str = ""
 
 
 def check_key(cache_dir: str | Path, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The cache's key if it matches `wanted` (an `augmentation_seed` of None in `wanted` accepts any), else
-    CacheMismatch naming every field that differs."""
+    """The cache's key if it matches `wanted` (an `augmentation_seed` or `latents` of None in `wanted` accepts
+    any), else CacheMismatch naming every field that differs."""
     path = Path(cache_dir) / KEY_FILE
     if not path.is_file():
         raise CacheMismatch(
@@ -133,8 +120,9 @@ def check_key(cache_dir: str | Path, wanted: dict[str, Any]) -> dict[str, Any]:
         )
     found = json.loads(path.read_text())
     compared = dict(wanted)
-    if compared.get("augmentation_seed") is None:
-        compared["augmentation_seed"] = found.get("augmentation_seed")
+    for field in ("augmentation_seed", "latents"):
+        if compared.get(field) is None:
+            compared[field] = found.get(field)
     diffs = _differences(found, compared)
     if diffs:
         raise CacheMismatch(
@@ -153,6 +141,21 @@ def write_key(cache_dir: str | Path, key: dict[str, Any]) -> None:
         check_key(cache_dir, key)
         return
     atomic_io.write_json(path, key, indent=1)
+
+
+def write_constants(cache_dir: str | Path, constants: dict[str, torch.Tensor]) -> None:
+    """Store the frozen parts' sample-independent outputs (module.frozen_constants) beside the key."""
+    atomic_io.write_bytes(Path(cache_dir) / CONSTANTS_FILE, save_safetensors(constants))
+
+
+def read_constants(cache_dir: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(cache_dir) / CONSTANTS_FILE
+    if not path.is_file():
+        raise CacheMismatch(
+            f"the latent cache {cache_dir} has no {CONSTANTS_FILE} (the frozen encoders' outputs for dropped "
+            "conditions): rerun `python -m src.data.cache` with the same overrides (it resumes)."
+        )
+    return load_file(str(path))
 
 
 def sidecar(shard: Path) -> Path:
@@ -241,14 +244,26 @@ def loader_from_config(data: DictConfig, key: dict[str, Any], seed: int) -> Exac
     return ExactBatchLoader.from_config(dataset, data, seed, collate_cached)
 
 
-def run_cache_key(cfg: DictConfig, module: torch.nn.Module, raw_shards: Sequence[str]) -> dict[str, Any]:
-    """The key a cache for this (stage) config and built module must have. The module (a system's
-    LightningModule) names its frozen encoders (`cache_encoders()`); its codec says whether latents are sampled."""
+def run_cache_key(
+    cfg: DictConfig, raw_shards: Sequence[str], sampled_latents: bool | None = None, memo: DigestMemo | None = None
+) -> dict[str, Any]:
+    """The key a cache for this (stage) config must have, from config alone: the model class names its frozen
+    parts (`frozen_part_names`) and the model-level files that fill them (`frozen_part_sources`). The writer,
+    which has the codec built, says whether latents are sampled; a training run leaves it to the cache."""
+    from hydra.utils import get_class
+
+    model_class = get_class(cfg.model._target_)
+    fingerprint = part_fingerprints(
+        cfg.model,
+        getattr(model_class, "frozen_part_names", ()),
+        getattr(model_class, "frozen_part_sources", ()),
+        memo if memo is not None else DigestMemo(cfg.data.get("cache")),
+    )
     return cache_key(
         system=str(cfg.model._target_),
-        fingerprint=weights_fingerprint(module.cache_encoders()),
+        fingerprint=fingerprint,
         data=cfg.data,
         augmentation_seed=cfg.data.get("augmentation_seed"),
-        sampled_latents=bool(getattr(module.codec, "sample_posterior", False)),
+        sampled_latents=sampled_latents,
         raw_shards=raw_shards,
     )

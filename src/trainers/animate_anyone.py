@@ -20,6 +20,7 @@ from torch import nn
 from src.models.sampling import ContextWindows, Guidance, SamplingHook, denoise_loop
 from src.models.weights_io import load_net_weights
 from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
+from src.trainers.deferred_parts import set_frozen_part
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
 from src.trainers.sample_draws import SampleDraws
@@ -52,11 +53,14 @@ class SamplingConfig:
 class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
     #: batch entries only the frozen parts read: a latent cache stores their features instead (src.data.cache)
     frozen_inputs = ("pixel_values", "reference")
+    #: the frozen parts a latent cache replaces (a run from a cache builds them only when used)
+    frozen_part_names = ("codec", "image_encoder")
+
     def __init__(
         self,
         net: nn.Module,
-        codec: nn.Module,
-        image_encoder: nn.Module,
+        codec: nn.Module | Callable[[], nn.Module],
+        image_encoder: nn.Module | Callable[[], nn.Module],
         noise: NoiseSchedule,
         loss: DiffusionLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
@@ -87,8 +91,8 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         if uncond == "auto":
             uncond = "moore" if getattr(net, "weights_origin", None) == "moore" else "ours"
         self.uncond = uncond
-        self.codec = codec.requires_grad_(False).eval()
-        self.image_encoder = image_encoder.requires_grad_(False).eval()
+        set_frozen_part(self, "codec", codec)
+        set_frozen_part(self, "image_encoder", image_encoder)
         self.objective = DiffusionObjective(noise, loss)
         self.noise_schedule = noise
         self.optimizer_factory = optimizer
@@ -117,8 +121,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
     def train(self, mode: bool = True) -> AnimateAnyoneModule:
         """Frozen encoders stay in eval mode whatever Lightning asks."""
         super().train(mode)
-        self.codec.eval()
-        self.image_encoder.eval()
+        self.eval_frozen_parts()
         return self
 
     def frozen_state_keys(self) -> set[str]:
@@ -129,9 +132,15 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
                 names.add(name)
         return names
 
-    def cache_encoders(self) -> dict[str, nn.Module]:
-        """The frozen parts whose outputs a latent cache stores (their weights' hash keys the cache)."""
-        return {"codec": self.codec, "image_encoder": self.image_encoder}
+    def frozen_constants(self, frame_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The frozen parts' sample-independent outputs that training reads, on the host (a latent cache stores
+        them): Moore's unconditional CLIP embedding (stored whatever `uncond` is: `uncond` is not in the key)."""
+        self.zero_input_clip(torch.zeros((), device=self.device))
+        return self.stored_frozen_constants()
+
+    def zero_input_clip(self, like: torch.Tensor) -> torch.Tensor:
+        """(1, 1, D) CLIP embedding of an all-zero CLIP input (a frozen constant)."""
+        return self.frozen_constant("zero_input_clip", like, lambda: self.image_encoder.zero_input_embedding(1))
 
     # ------------------------------------------------------------------------------------------- training
     @torch.no_grad()
@@ -163,7 +172,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         drop, noise, timesteps = self.draw_randomness(latents, batch)
         if self.uncond == "moore":
             drop = drop[:1].expand(b)  # Moore drops the whole batch or none of it
-        clip_embeds = torch.where(drop[:, None, None], self.unconditional_clip(b).to(clip_embeds), clip_embeds)
+        clip_embeds = torch.where(drop[:, None, None], self.unconditional_clip(b, clip_embeds), clip_embeds)
         noisy = self.objective.add_noise(latents, noise, timesteps)
         use_reference = ~drop if self.cond_drop_prob > 0 else None  # None: no mask, the fused attention kernels
         prediction = self.net(noisy, timesteps, clip_embeds, reference_latents, pose, use_reference=use_reference)
@@ -185,12 +194,16 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         return drop, self.objective.sample_noise(latents, draws), self.objective.sample_timesteps(draws)
 
     @torch.no_grad()
-    def unconditional_clip(self, batch: int) -> torch.Tensor:
-        """(batch, 1, D) CLIP input of the unconditional branch: zeros, or Moore's embedding of a zero image."""
+    def unconditional_clip(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """(batch, 1, D) CLIP input of the unconditional branch on `like`'s device and dtype (`like`: CLIP
+        embeddings, or any tensor when computing the constant): zeros, or Moore's embedding of a zero image (a
+        frozen constant: computed once, or read from a latent cache)."""
         if self.uncond == "moore":
-            return self.image_encoder.zero_input_embedding(batch)
-        param = next(self.image_encoder.parameters())
-        return torch.zeros(batch, 1, self.image_encoder.embed_dim, device=param.device, dtype=param.dtype)
+            zero = self.zero_input_clip(like)
+            return zero.expand(batch, *zero.shape[1:])
+        if like.ndim == 3:
+            return torch.zeros(batch, *like.shape[1:], device=like.device, dtype=like.dtype)
+        return torch.zeros(batch, 1, self.image_encoder.embed_dim, device=like.device, dtype=like.dtype)
 
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters; the Pose Guider in its own group when it gets a learning-rate multiplier
@@ -261,7 +274,7 @@ class AnimateAnyoneModule(FrozenPartsMixin, L.LightningModule):
         clip_embeds = self.image_encoder(reference)
         guidance = Guidance(cfg.guidance_scale, rescale=cfg.guidance_rescale)
         k = len(guidance.branches)  # cond (+ uncond)
-        clip_in = torch.cat([clip_embeds, self.unconditional_clip(b).to(clip_embeds)][:k])
+        clip_in = torch.cat([clip_embeds, self.unconditional_clip(b, clip_embeds)][:k])
         use_reference = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)][:k])
         use_reference = use_reference.to(reference.device) if k > 1 else None  # one branch: all see the reference
         self.net.write_reference(reference_latents.repeat(k, 1, 1, 1), clip_in, use_reference)

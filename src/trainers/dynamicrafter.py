@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from src.models.keyed_dropout import bind_dropout_draws
 from src.models.sampling import Guidance, SamplingHook, denoise_loop
 from src.models.weights import require_file
 from src.models.weights_io import load_net_weights
+from src.trainers.deferred_parts import set_frozen_part
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
 from src.trainers.sample_draws import SampleDraws
@@ -84,12 +86,17 @@ class DynamiCrafterSampling:
 class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
     #: batch entries only the frozen parts read: a latent cache stores their features instead (src.data.cache)
     frozen_inputs = ("video",)
+    #: the frozen parts a latent cache replaces (a run from a cache builds them only when used)
+    frozen_part_names = ("codec", "image_encoder", "text_encoder")
+    #: model-level settings whose files fill those parts (the released checkpoint holds all three)
+    frozen_part_sources = ("checkpoint",)
+
     def __init__(
         self,
         net: DynamiCrafterNet,
-        text_encoder: nn.Module,
-        image_encoder: nn.Module,
-        codec: nn.Module,
+        text_encoder: nn.Module | Callable[[], nn.Module],
+        image_encoder: nn.Module | Callable[[], nn.Module],
+        codec: nn.Module | Callable[[], nn.Module],
         noise: DynamiCrafterSchedule,
         optimizer: Callable[..., torch.optim.Optimizer],
         stage: str = "finetune",
@@ -119,9 +126,9 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
             raise ValueError(f"model.fs_condition={fs_condition!r} is not one of {FS_CONDITIONS}.")
         self.stage = stage
         self.net = net
-        self.text_encoder = text_encoder.requires_grad_(False).eval()
-        self.image_encoder = image_encoder.requires_grad_(False).eval()
-        self.codec = codec.requires_grad_(False).eval()
+        set_frozen_part(self, "text_encoder", text_encoder)
+        set_frozen_part(self, "image_encoder", image_encoder)
+        set_frozen_part(self, "codec", codec)
         self.schedule = noise
         self.optimizer_factory = optimizer
         self.uncond_prob = uncond_prob
@@ -148,25 +155,30 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         self.last_validation_videos: dict | None = None
 
     # ------------------------------------------------------------------------------------- official weights
-    def _official_targets(self) -> dict[str, nn.Module | None]:
-        """Which module takes each part of an official checkpoint (None: this config has no such module)."""
-        return {
-            UNET_PREFIX: self.net.unet,
-            IMAGE_PROJ_PREFIX: self.net.image_proj,
-            VAE_PREFIX: self.codec if hasattr(self.codec, "load_official") else None,
-            TEXT_ENCODER_PREFIX: self.text_encoder if hasattr(self.text_encoder, "load_official") else None,
-            IMAGE_ENCODER_PREFIX: self.image_encoder
-            if hasattr(self.image_encoder, "load_official")
-            else None,
-        }
+    def _official_targets(self) -> dict[str, nn.Module | str | None]:
+        """Which module takes each part of an official checkpoint (None: this config has no such module; a
+        part's name: deferred, it takes its share when built)."""
+        frozen = {VAE_PREFIX: "codec", TEXT_ENCODER_PREFIX: "text_encoder", IMAGE_ENCODER_PREFIX: "image_encoder"}
+        targets: dict[str, nn.Module | str | None] = {UNET_PREFIX: self.net.unet, IMAGE_PROJ_PREFIX: self.net.image_proj}
+        for prefix, name in frozen.items():
+            if self.is_deferred(name):
+                targets[prefix] = name
+            else:
+                part = getattr(self, name)
+                targets[prefix] = part if hasattr(part, "load_official") else None
+        return targets
 
     def load_official(self, path: str | Path, allow_pickle: bool = False) -> None:
-        """Strictly load a released ``model.ckpt``: every key goes somewhere, every module gets all its keys."""
+        """Strictly load a released ``model.ckpt``: every key goes somewhere, every module gets all its keys.
+        A deferred part (a run from a latent cache) reads its share of the file when it is built."""
         path = require_file(path, "model.checkpoint", PUBLISHED_AT)
         parts = split_official_state_dict(load_official_checkpoint(path, allow_pickle=allow_pickle))
         for prefix, module in self._official_targets().items():
             part = parts[prefix]
             source = f"{path} ({prefix}*)"
+            if isinstance(module, str):
+                self._deferred_parts.wrap(module, partial(self._load_deferred_official, path, allow_pickle, prefix))
+                continue
             if module is None:
                 if part:
                     raise ValueError(
@@ -181,6 +193,17 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
                 module.load_official(part, source)
         self.schedule.check_official_root_buffers(parts[ROOT_PREFIX], f"{path} (root buffers)")
         log.info("loaded the official DynamiCrafter checkpoint %s", path)
+
+    @staticmethod
+    def _load_deferred_official(path: Path, allow_pickle: bool, prefix: str, module: nn.Module) -> None:
+        """A deferred frozen part's share of the released checkpoint, loaded strictly when the part is built."""
+        if not hasattr(module, "load_official"):
+            raise ValueError(
+                f"{path} holds '{prefix}' tensors but model config's module for them cannot load them (a tiny/demo "
+                "codec or encoder?). Use the model config of the checkpoint's release."
+            )
+        part = split_official_state_dict(load_official_checkpoint(path, allow_pickle=allow_pickle))[prefix]
+        module.load_official(part, f"{path} ({prefix}*)")
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         """This model in the release's flat key layout (what :meth:`load_official` reads back strictly)."""
@@ -199,13 +222,16 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
     def train(self, mode: bool = True) -> DynamiCrafterModule:
         """Frozen encoders and codec stay in eval mode whatever Lightning asks."""
         super().train(mode)
-        for frozen in (self.text_encoder, self.image_encoder, self.codec):
-            frozen.eval()
+        self.eval_frozen_parts()
         return self
 
-    def cache_encoders(self) -> dict[str, nn.Module]:
-        """The frozen parts whose outputs a latent cache stores (their weights' hash keys the cache)."""
-        return {"codec": self.codec, "image_encoder": self.image_encoder, "text_encoder": self.text_encoder}
+    def frozen_constants(self, frame_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The frozen parts' sample-independent outputs that training reads, on the host (a latent cache stores
+        them): the empty caption's embedding and the image tokens of a zero frame of `frame_size`."""
+        like = torch.zeros((), device=self.device)
+        self.empty_text_embedding(like)
+        self.zero_image_embedding(like, tuple(d // self.codec.downsample for d in frame_size))
+        return self.stored_frozen_constants()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.net.parameters() if p.requires_grad]
@@ -266,24 +292,20 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
 
     @torch.no_grad()
     def empty_text_embedding(self, like: torch.Tensor) -> torch.Tensor:
-        """The frozen text encoder's embedding of "" (1, L, D), the dropped-text condition; computed once per
-        device and dtype (the encoder is frozen), so text dropout needs no host decision per sample."""
-        cached = getattr(self, "_empty_text", None)
-        if cached is None or cached.device != like.device or cached.dtype != like.dtype:
-            cached = self.encode_text([""]).to(like)
-            self._empty_text = cached
-        return cached
+        """The frozen text encoder's embedding of "" (1, L, D), the dropped-text condition: a frozen constant
+        (computed once, or read from a latent cache), so text dropout needs no host decision per sample."""
+        return self.frozen_constant("empty_text", like, lambda: self.encode_text([""]))
 
     @torch.no_grad()
-    def zero_image_embedding(self, like: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The image tokens of an all-zero frame of `size` (1, N, D), the dropped-image condition; computed once
-        per frame size, device and dtype."""
-        cached = getattr(self, "_zero_image", None)
-        if cached is None or cached[0] != size or cached[1].device != like.device or cached[1].dtype != like.dtype:
-            zeros = torch.zeros(1, 3, *size, device=like.device, dtype=like.dtype)
-            cached = (size, self.encode_image(zeros).to(like))
-            self._zero_image = cached
-        return cached[1]
+    def zero_image_embedding(self, like: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+        """The image tokens (1, N, D) of an all-zero frame whose latent is `latent_size`, the dropped-image
+        condition: a frozen constant per size (computed once, or read from a latent cache)."""
+
+        def compute() -> torch.Tensor:
+            size = tuple(d * self.codec.downsample for d in latent_size)
+            return self.encode_image(torch.zeros(1, 3, *size, device=like.device, dtype=like.dtype))
+
+        return self.frozen_constant(f"zero_image@{latent_size[0]}x{latent_size[1]}", like, compute)
 
     @torch.no_grad()
     def frozen_features(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -327,8 +349,8 @@ class DynamiCrafterModule(FrozenPartsMixin, L.LightningModule):
         text = batch["text_embeds"] if cached else self.encode_text(list(batch["caption"]))
         text = torch.where(drawn.drop_text[:, None, None], self.empty_text_embedding(text), text)
         image = batch["image_tokens"][rows, index] if cached else self.encode_image(batch["video"][rows, :, index])
-        size = tuple(d * self.codec.downsample for d in latents.shape[-2:])  # the frames' size, from shapes only
-        image = torch.where(drawn.drop_image[:, None, None], self.zero_image_embedding(image, size), image)
+        zero_image = self.zero_image_embedding(image, tuple(latents.shape[-2:]))
+        image = torch.where(drawn.drop_image[:, None, None], zero_image, image)
         context = self.net.context(text, image)
         concat = latents[rows, :, index][:, :, None].expand_as(latents)
 

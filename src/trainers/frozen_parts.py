@@ -1,11 +1,16 @@
 """What the diffusion LightningModules share about their frozen parts: checkpoints without the frozen weights,
-and video <-> latents frame by frame through the frozen codec.
+parts built only when used, constants of the frozen encoders, and video <-> latents through the frozen codec.
 
 Frozen weights (codec, encoders, and whatever a stage does not train) are not written to Lightning checkpoints:
-they are reloaded from their own files when a run is rebuilt. Layout: videos `b c t h w`.
+they are reloaded from their own files when a run is rebuilt. A run from a latent cache defers the codec and
+encoders (src.trainers.deferred_parts): `module.codec` builds it on first use, which training never makes.
+The sample-independent outputs training reads (the empty caption's embedding, ...) are `frozen_constant`s,
+which a cached run takes from the cache. Layout: videos `b c t h w`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -13,7 +18,56 @@ from src.trainers.sample_draws import SampleDraws
 
 
 class FrozenPartsMixin:
-    """Mixin for a LightningModule with `stage`, `codec` and `frozen_state_keys()`."""
+    """Mixin for a LightningModule with `stage`, `codec`, `frozen_state_keys()` and `frozen_part_names` (the
+    codec and encoders, set with src.trainers.deferred_parts.set_frozen_part: built now, or deferred)."""
+
+    frozen_part_names: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str):
+        deferred = self.__dict__.get("_deferred_parts")
+        if deferred is not None and name in deferred:
+            param = next((p for p in self.parameters() if p.is_floating_point()), None)
+            dtype = torch.float32 if param is None else param.dtype  # the dtype the strategy gave the module
+            return deferred.get(name, self.device, dtype)
+        return super().__getattr__(name)
+
+    def is_deferred(self, name: str) -> bool:
+        """True when the part `name` is built on first use (a run from a latent cache) and not yet built."""
+        deferred = self.__dict__.get("_deferred_parts")
+        return deferred is not None and name in deferred and name not in deferred.built
+
+    def eval_frozen_parts(self) -> None:
+        """Keep the registered frozen parts in eval mode (deferred ones are built in eval mode)."""
+        for name in self.frozen_part_names:
+            part = self._modules.get(name)
+            if part is not None:
+                part.eval()
+
+    def on_validation_end(self) -> None:
+        """Deferred parts built for validation go back to the host until the next validation."""
+        deferred = self.__dict__.get("_deferred_parts")
+        if deferred is not None:
+            deferred.offload()
+
+    def frozen_constant(self, name: str, like: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A sample-independent output of a frozen part (e.g. the empty caption's embedding), computed once (or
+        taken from a latent cache: `adopt_frozen_constants`) and returned on `like`'s device and dtype."""
+        store = self.__dict__.setdefault("_frozen_constants", {})
+        value = store.get(name)
+        if value is None:
+            value = compute().detach()
+        if value.device != like.device or value.dtype != like.dtype:
+            value = value.to(like)
+        store[name] = value
+        return value
+
+    def adopt_frozen_constants(self, constants: dict[str, torch.Tensor]) -> None:
+        """Use a latent cache's stored constants instead of computing them with the frozen parts."""
+        self.__dict__.setdefault("_frozen_constants", {}).update(constants)
+
+    def stored_frozen_constants(self) -> dict[str, torch.Tensor]:
+        """The constants computed so far, on the host (what a latent cache stores)."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.__dict__.get("_frozen_constants", {}).items()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Drop the frozen weights; record which were dropped and the stage."""
@@ -31,10 +85,11 @@ class FrozenPartsMixin:
                 f"checkpoint is from stage {checkpoint['stage']!r} but this run is stage {self.stage!r}; "
                 "point the stage at its own checkpoint directory."
             )
-        current = self.state_dict()
-        for key in checkpoint.get("frozen_keys_excluded", []):
-            if key in current:
-                checkpoint["state_dict"][key] = current[key]
+        # every frozen key this module holds: a checkpoint of a cached run (deferred parts) lists fewer
+        current, state = self.state_dict(), checkpoint["state_dict"]
+        for key in self.frozen_state_keys():
+            if key in current and key not in state:
+                state[key] = current[key]
 
     @torch.no_grad()
     def encode_video_moments(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -33,6 +33,7 @@ from src.log_setup import readable_logs
 from src.models.weights_io import save_net_weights
 from src.pretrained_files import find_slots
 from src.trainers.callbacks import SampleVideoWriter, build_callbacks, find_callback
+from src.trainers.deferred_parts import deferred_model_config
 from src.trainers.ema import EMACallback
 from src.trainers.loggers import build_loggers, finish_wandb
 from src.trainers.master_weights import master_state_dict
@@ -100,12 +101,14 @@ def build_train_loader(cfg: DictConfig, shards, rank: int, module: L.LightningMo
     """`data.train_loader` (a partial taking the data config, the shards and the per-rank data seed). With
     `data.split_global_batch` every rank reads the one stream a single process would, and keeps its slice.
     With `data.cache` the loader reads the latent cache instead, once its key matches this run's encoders,
-    preprocessing and shards (src.data.latent_cache; a mismatch is refused naming what differs)."""
+    preprocessing and shards (src.data.latent_cache; a mismatch is refused naming what differs), and `module`
+    takes the cache's frozen constants, so its deferred codec and encoders are never built for training."""
     rank_seed = cfg.seed if cfg.data.get("split_global_batch") else cfg.seed + 1000 * rank
     if cfg.data.get("cache"):
         if module is None:
-            raise ValueError("data.cache needs the built module to check the cache's encoder hashes.")
-        key = latent_cache.check_key(cfg.data.cache, latent_cache.run_cache_key(cfg, module, list_shards(shards)))
+            raise ValueError("data.cache needs the built module, to give it the cache's frozen constants.")
+        key = latent_cache.check_key(cfg.data.cache, latent_cache.run_cache_key(cfg, list_shards(shards)))
+        module.adopt_frozen_constants(latent_cache.read_constants(cfg.data.cache))
         return latent_cache.loader_from_config(cfg.data, key, rank_seed)
     return instantiate(cfg.data.train_loader)(cfg.data, shards, rank_seed)
 
@@ -113,10 +116,10 @@ def build_train_loader(cfg: DictConfig, shards, rank: int, module: L.LightningMo
 def build_module(cfg: DictConfig, name: str, init_weights: str | None) -> L.LightningModule:
     """The stage's LightningModule. `seed` keys its per-sample training draws (src.trainers.sample_draws):
     distinct on every rank and the same per sample whatever the world size; the global seed set before this
-    call only makes the initial weights agree across ranks."""
-    return instantiate(
-        cfg.model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"), seed=cfg.seed
-    )
+    call only makes the initial weights agree across ranks. With `data.cache` its codec and encoders are
+    deferred: built only if validation or sampling uses them (src.trainers.deferred_parts)."""
+    model = deferred_model_config(cfg).model if cfg.data.get("cache") else cfg.model
+    return instantiate(model, stage=name, init_weights=init_weights or cfg.model.get("init_weights"), seed=cfg.seed)
 
 
 def build_val_loader(cfg: DictConfig, shards):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,13 @@ def _worker(rank: int, world: int, out: str, port: int) -> None:
         torch.save({k: v.clone() for k, v in fresh.state_dict().items()}, Path(out) / "resumed.pt")
         torch.save(resumed_masters, Path(out) / "resumed_masters.pt")
         torch.save({"live_numel": zero3_live, "masters": zero3_masters}, Path(out) / "zero3.pt")
+    # DeepSpeed 0.19.8's CPU comm threads abort the interpreter's normal exit ("terminate called without an
+    # active exception", SIGABRT) after all work is done: leave the group, then exit without the C++ teardown.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _train(engine, rank: int, steps: int = 3):

@@ -69,10 +69,10 @@ def test_moore_unconditional_input_is_the_clip_embedding_of_a_zero_image_for_the
     ours: per sample, zero embedding. The same input feeds the CFG branch in sampling."""
     encoder = spatial.image_encoder
     blank = encoder.embed(torch.zeros(1, 3, encoder.image_size, encoder.image_size))
-    assert spatial.uncond == "ours" and not spatial.unconditional_clip(2).any()
+    assert spatial.uncond == "ours" and not spatial.unconditional_clip(2, blank[:, None]).any()
     spatial.uncond = "moore"
     try:
-        uncond = spatial.unconditional_clip(2)
+        uncond = spatial.unconditional_clip(2, blank[:, None])
         torch.testing.assert_close(uncond, blank[:, None].expand(2, 1, -1))
         assert uncond.abs().sum() > 0
         seen = {}

@@ -261,6 +261,35 @@ def test_strict_load_of_a_fake_official_checkpoint(tmp_path):
         loaded.load_official(tmp_path / "absent.ckpt")
 
 
+def test_deferred_parts_read_their_share_of_the_release_when_built_and_resume_an_eager_run(tmp_path):
+    """A run from a latent cache defers the codec and encoders (src.trainers.deferred_parts): the module holds
+    none of their weights until a part is used, which then loads strictly from the released file."""
+    cfg = official_like_cfg()
+    names = ("codec", "image_encoder", "text_encoder")
+    torch.manual_seed(0)
+    source = instantiate(cfg, stage="finetune", init_weights=None)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": source.official_state_dict()}, path)
+    deferred_cfg = copy.deepcopy(cfg)
+    for name in names:
+        deferred_cfg[name]["_partial_"] = True
+    torch.manual_seed(1)
+    deferred = instantiate(deferred_cfg, stage="finetune", init_weights=None, checkpoint=str(path))
+    assert all(deferred.is_deferred(name) for name in names)
+    assert not any(k.startswith(tuple(f"{n}." for n in names)) for k in deferred.state_dict())
+    for name in names:
+        ours, theirs = getattr(deferred, name).state_dict(), getattr(source, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    assert not any(deferred.is_deferred(name) for name in names)
+    assert not any(k.startswith(tuple(f"{n}." for n in names)) for k in deferred.state_dict())
+    # a checkpoint of the cached run resumes a run that builds its parts (their keys come back from them)
+    checkpoint = {"state_dict": deferred.state_dict()}
+    deferred.on_save_checkpoint(checkpoint)
+    eager = instantiate(cfg, stage="finetune", init_weights=None, checkpoint=str(path))
+    eager.on_load_checkpoint(checkpoint)
+    eager.load_state_dict(checkpoint["state_dict"], strict=True)
+
+
 def test_official_checkpoint_into_a_config_without_its_parts_is_an_error(tmp_path, tiny_cfg):
     cfg = official_like_cfg()
     torch.manual_seed(0)
