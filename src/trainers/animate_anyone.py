@@ -19,8 +19,8 @@ from torch import nn
 
 from src.models.sampling import ContextWindows, Guidance, SamplingHook, denoise_loop
 from src.models.weights_io import load_net_weights
-from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.deferred_parts import set_frozen_part
+from src.trainers.diffusion import DiffusionLoss, DiffusionObjective, NoiseSchedule
 from src.trainers.frozen_parts import FrozenPartsMixin
 from src.trainers.lr_schedule import LRSchedule, build_lr_scheduler
 from src.trainers.sample_draws import SampleDraws
