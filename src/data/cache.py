@@ -31,7 +31,14 @@ from webdataset.tariterators import tarfile_samples
 
 from src.config import register_resolvers, stage_config
 from src.config_checks import check_config_or_exit
-from src.data.latent_cache import is_written, run_cache_key, sidecar, write_cache_shard, write_constants, write_key
+from src.data.latent_cache import (
+    is_written,
+    run_cache_key,
+    sidecar,
+    write_cache_shard,
+    write_constants,
+    write_key,
+)
 from src.data.sample_stream import get_rank_and_world_size, skip_reason
 from src.data.shards import list_shards
 
