@@ -48,19 +48,38 @@ from src.models.keyed_dropout import bind_dropout_draws  # noqa: E402
 EXPERIMENTS = {"aa": "animate_anyone_demo", "dc": "dynamicrafter_demo"}
 
 
-def build_module(system: str, device: torch.device, overrides: list[str]):
+def build_module(
+    system: str,
+    device: torch.device,
+    overrides: list[str],
+    experiment: str | None = None,
+    parts: dict[str, dict] | None = None,
+):
+    """The experiment's first-stage module (the demo's by default), with `parts` (config key -> config node)
+    replacing model parts, e.g. random real-size networks where the experiment would read weight files. Built
+    with its parameters created on `device` where the constructors allow (a real-size UNet initialises in about a
+    second on a GPU, tens of seconds on the host)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from src.config import register_resolvers, stage_config
 
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=[f"experiment={EXPERIMENTS[system]}", *overrides])
+        cfg = compose("train", overrides=[f"experiment={experiment or EXPERIMENTS[system]}", *overrides])
     stage = next(iter(cfg.stages))
     cfg = stage_config(cfg, stage)
+    for key, node in (parts or {}).items():
+        OmegaConf.update(cfg, key, node, merge=False)
     torch.manual_seed(0)
-    return instantiate(cfg.model, stage=stage, seed=0).to(device), cfg
+    try:
+        with torch.device(device):
+            module = instantiate(cfg.model, stage=stage, seed=0)
+    except Exception:  # noqa: BLE001 - a constructor made a host tensor it then used on the host
+        torch.manual_seed(0)
+        module = instantiate(cfg.model, stage=stage, seed=0)
+    return module.to(device), cfg
 
 
 def random_batch(system: str, module, cfg, batch: int, device: torch.device) -> dict:
@@ -172,10 +191,13 @@ def measure(
     steps: int = 5,
     bf16: bool = False,
     overrides: list[str] | None = None,
+    experiment: str | None = None,
+    parts: dict[str, dict] | None = None,
 ) -> dict:
-    """ms per step: reference style, ours, ours from the cache; and the ratios reference / ours."""
+    """ms per step: reference style, ours, ours from the cache; the ratios reference / ours; on a GPU, each
+    column's peak memory (GiB). `experiment`/`parts`: see `build_module`."""
     dev = torch.device(device)
-    module, cfg = build_module(system, dev, list(overrides or []))
+    module, cfg = build_module(system, dev, list(overrides or []), experiment, parts)
     module.train()
     data = random_batch(system, module, cfg, batch, dev)
     with torch.no_grad():
@@ -184,17 +206,27 @@ def measure(
     params = [p for p in module.parameters() if p.requires_grad]
     host: list[float] = []
     reference_fn = moore_style_loss if system == "aa" else lvdm_style_loss
+    columns = {
+        "reference": lambda: reference_fn(module, data, host),
+        "ours": lambda: module.training_step(data, 0),
+        "ours_cached": lambda: module.training_step(cached, 0),
+    }
+    results: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log outside a Trainer warns once per call
-        results = {
-            "reference_ms": time_steps(lambda: reference_fn(module, data, host), params, dev, steps, bf16),
-            "ours_ms": time_steps(lambda: module.training_step(data, 0), params, dev, steps, bf16),
-            "ours_cached_ms": time_steps(lambda: module.training_step(cached, 0), params, dev, steps, bf16),
-        }
+        for name, loss_fn in columns.items():
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            results[f"{name}_ms"] = time_steps(loss_fn, params, dev, steps, bf16)
+            if dev.type == "cuda":
+                results[f"{name}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     results["ours_speedup"] = results["reference_ms"] / results["ours_ms"]
     results["cached_speedup"] = results["reference_ms"] / results["ours_cached_ms"]
     results["cache_vs_ours"] = results["ours_ms"] / results["ours_cached_ms"]
-    return {"system": system, "experiment": EXPERIMENTS[system], "batch": batch, "device": device, **results}
+    results["cached_step_time_saved"] = 1 - results["ours_cached_ms"] / results["ours_ms"]
+    size = f"{cfg.data.num_frames}x{cfg.data.size[0]}x{cfg.data.size[1]}"
+    return {"system": system, "experiment": experiment or EXPERIMENTS[system], "batch": batch, "frames_hw": size,
+            "device": device, "bf16": bf16, **results}  # fmt: skip
 
 
 def rows(results: list[dict]) -> list[list[str]]:

@@ -27,6 +27,11 @@ def test_smoke_suite_writes_every_section(tmp_path, capsys):
     assert report["ema"]["tensors"] > 600 and report["ema"]["foreach_ms"] > 0  # an SD1.5 UNet's parameter list
     assert [r["system"] for r in report["reference_step"]] == ["aa", "dc"]
     assert all(r["ours_speedup"] > 0 and r["cached_speedup"] > 0 for r in report["reference_step"])
+    # the cache step through the real Animate Anyone experiment with its file-backed parts swapped for random ones
+    assert set(report["cache_step"]) == set(gpu_suite.cache_step.configs(smoke=True))
+    assert report["cache_step"]["aa_stage1_64px_b1"]["experiment"] == "animate_anyone"
+    assert report["cache_step"]["aa_stage1_64px_b1"]["frames_hw"] == "1x64x64"
+    assert all(r["ours_ms"] > 0 and r["ours_cached_ms"] > 0 for r in report["cache_step"].values())
     assert report["i3d"]["clips_per_s"] > 0
     assert report["loader"]["samples_per_s"] > 0
     assert report["rerender_keyframes"]["seconds_per_key_frame"] > 0 and report["rerender_keyframes"]["keys"] == 2
@@ -36,7 +41,7 @@ def test_smoke_suite_writes_every_section(tmp_path, capsys):
     assert set(gpu_suite.BENCHES) <= set(report["seconds"])
     printed = capsys.readouterr().out
     assert "config" in printed and "MFU" in printed and f"wrote {out}" in printed
-    assert "per key frame (target < 3)" in printed
+    assert "per key frame (target < 3)" in printed and "cache target" in printed
 
 
 def test_budget_skips_sections_and_a_failing_section_spares_the_rest(tmp_path, monkeypatch, capsys):
