@@ -180,7 +180,7 @@ def evaluate_animate_anyone(
     plus the clip protocol. `start_frame` past `reference_index` keeps the reference frame out of the scored frames,
     where repeating the reference would be exact by construction. `long` (num_videos, num_frames, stride,
     start_frame) adds `evaluate_long_clips` of the trained model under "long" (its scores under
-    scores["trained_long"])."""
+    scores["trained_long"]); a spatial-stage run has no context windows, so "long" says it was skipped."""
     clips = load_heldout_clips(
         heldout_shards, num_videos, num_frames, stride, stage_cfg.data.size, reference_index, start_frame
     )
@@ -188,7 +188,12 @@ def evaluate_animate_anyone(
     fps = cfg.data.demo.fps if cfg.data.demo else 8
     result = evaluate_heldout(models, clips, out_dir, seed, foreground_threshold, fps)
     result["protocol"] = {"reference_frame": reference_index, "scored_frames": clips.frame_indices}
-    if long:
+    if long and stage != "temporal":
+        # Context windows are a motion-module notion: a spatial model animates every frame on its own.
+        reason = f"stage {stage!r} has no motion modules; the long-clip (context window) scores need stage temporal"
+        log.info("evaluation.long skipped: %s", reason)
+        result["long"] = {"skipped": reason}
+    elif long:
         long_clips = load_heldout_clips(
             heldout_shards, long["num_videos"], long["num_frames"], long["stride"], stage_cfg.data.size,
             reference_index, long["start_frame"],

@@ -79,9 +79,13 @@ def test_stage_selection_and_temporal_needs_spatial_weights(tmp_path, demo_cache
     assert proc.returncode != 0
     assert "spatial/final/net.safetensors" in proc.stderr and "stage=spatial" in proc.stderr
 
-    tiny_run(run_dir, demo_cache, "stage=spatial", "stages.spatial.trainer.max_steps=2", "evaluation.heldout=false")
+    # held-out evaluation of a stage-1 model: the long-clip (context window) scores are skipped, saying why
+    long = "evaluation.long={num_videos:1,num_frames:8,stride:1,start_frame:2}"
+    tiny_run(run_dir, demo_cache, "stage=spatial", "stages.spatial.trainer.max_steps=2", long)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages_run"] == ["spatial"]
+    assert "no motion modules" in summary["heldout"]["long"]["skipped"]
+    assert set(summary["metrics"]["heldout"]) == {"trained", "untrained", "repeat_reference"}
     tiny_run(run_dir, demo_cache, "stage=temporal", "stages.temporal.trainer.max_steps=1", "evaluation.heldout=false")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages_run"] == ["temporal"] and summary["steps"]["temporal"] == 1
