@@ -21,7 +21,7 @@ from src.data.video_io import encode_mp4
 
 __all__ = ["caption_demo_seeds", "ensure_caption_demo_shards", "main"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: encoded reproducibly (video_io.encode_mp4 deterministic=True)
 DEMO_CRF = 10
 _SEED_BLOCK = 1_000_000  # dataset seed s owns [s * block, (s + 1) * block): train half, held-out half
 

@@ -23,7 +23,7 @@ from src.data.video_io import encode_mp4
 
 __all__ = ["DemoShards", "demo_seeds", "ensure_demo_shards", "main"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: encoded reproducibly (video_io.encode_mp4 deterministic=True)
 DEMO_CRF = 4
 _SEED_BLOCK = 100_000  # each dataset seed owns [seed * block, (seed + 1) * block): train half, held-out half
 
