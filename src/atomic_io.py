@@ -171,4 +171,23 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
             if code is None:
                 raise
             raise OSError(int(code.group(1)), str(err)) from err
+        _sort_safetensors_metadata(tmp)
     return Path(path)
+
+
+def _sort_safetensors_metadata(path: Path) -> None:
+    """safetensors writes `__metadata__` from a Rust hash map whose order changes from call to call, so the
+    same weights and metadata gave files with different bytes (and different checksums) from run to run.
+    Rewrite the header in place with the keys sorted: only their order changes, so its length does not."""
+    with open(path, "r+b") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+        metadata = header.get("__metadata__")
+        if not metadata or len(metadata) < 2:
+            return
+        header["__metadata__"] = dict(sorted(metadata.items()))
+        canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canonical) > length:  # escaped differently from the writer; keep its (valid) header
+            return
+        handle.seek(8)
+        handle.write(canonical.ljust(length, b" "))  # safetensors pads its header with spaces too

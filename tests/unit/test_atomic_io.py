@@ -77,3 +77,20 @@ def test_a_real_write_error_in_a_weights_file_keeps_the_previous_one(tmp_path):
 
     assert torch.equal(load_file(str(path))["w"], torch.ones(4))  # the previous file, untouched
     assert os.listdir(tmp_path) == ["net.safetensors"]
+
+
+def test_the_same_weights_and_metadata_always_give_the_same_bytes(tmp_path):
+    """safetensors writes its metadata from a hash map whose order changes between calls; two runs of the demo
+    gave equal tensors in files with different bytes."""
+    from safetensors import safe_open
+
+    tensors = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(3)}
+    metadata = {f"key{i}": f"value {i} é" for i in range(8)}
+    contents = set()
+    for i in range(12):
+        path = atomic_io.save_safetensors(tensors, tmp_path / f"w{i}.safetensors", metadata=metadata)
+        contents.add(path.read_bytes())
+    assert len(contents) == 1
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata() == metadata
+        assert torch.equal(handle.get_tensor("b.weight"), tensors["b.weight"])
