@@ -238,35 +238,7 @@ class DynamiCrafterUNet(nn.Module):
                 skip_channels.append(ch)
                 ds *= 2
 
-        middle: list[nn.Module] = [res_block(ch)]
-        heads, dim_head = heads_for(ch)
-        middle.append(
-            SpatialTransformer(
-                ch,
-                heads,
-                dim_head,
-                depth=transformer_depth,
-                context_dim=context_dim,
-                use_linear=use_linear,
-                image_cross_attention=image_cross_attention,
-                image_cross_attention_scale_learnable=image_cross_attention_scale_learnable,
-                text_context_len=text_context_len,
-                use_checkpoint=use_checkpoint,
-            )
-        )
-        if temporal_attention:
-            middle.append(
-                TemporalTransformer(
-                    ch,
-                    heads,
-                    dim_head,
-                    depth=transformer_depth,
-                    use_linear=use_linear,
-                    causal=use_causal_attention,
-                    use_checkpoint=use_checkpoint,
-                )
-            )
-        middle.append(res_block(ch))
+        middle = [res_block(ch), *attention_layers(ch), res_block(ch)]
         self.middle_block = UNetStage(middle)
 
         self.output_blocks = nn.ModuleList()
