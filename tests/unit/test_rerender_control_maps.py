@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from src.models.weights import WeightLoadError
 from src.rerender.control_maps import ControlMapper, canny_map
 from tests.conftest import ROOT
-from tests.unit.hed_seeded import seeded_hed_state, annotator_picture
+from tests.unit.hed_seeded import annotator_picture, seeded_hed_state
 
 
 def squares(n: int = 3, size: int = 32, contrast: float = 0.8) -> torch.Tensor:

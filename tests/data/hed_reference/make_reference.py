@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from controlnet_aux.hed import ControlNetHED_Apache2, HEDdetector
 
-from tests.unit.hed_seeded import seeded_hed_state, annotator_picture
+from tests.unit.hed_seeded import annotator_picture, seeded_hed_state
 
 net = ControlNetHED_Apache2()
 net.load_state_dict(seeded_hed_state(), strict=True)  # same names and shapes as the released file's class
