@@ -171,7 +171,8 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
             if code is None:
                 raise
             raise OSError(int(code.group(1)), str(err)) from err
-        _sort_safetensors_metadata(tmp)
+        if metadata is not None and len(metadata) > 1:
+            _sort_safetensors_metadata(tmp)
     return Path(path)
 
 
@@ -182,10 +183,7 @@ def _sort_safetensors_metadata(path: Path) -> None:
     with open(path, "r+b") as handle:
         length = int.from_bytes(handle.read(8), "little")
         header = json.loads(handle.read(length))
-        metadata = header.get("__metadata__")
-        if not metadata or len(metadata) < 2:
-            return
-        header["__metadata__"] = dict(sorted(metadata.items()))
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
         canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
         if len(canonical) > length:  # escaped differently from the writer; keep its (valid) header
             return

@@ -2,7 +2,7 @@
 state dicts, with every source tensor accounted for.
 
 The renaming is diffusers' own (`diffusers.loaders.single_file_utils`, what `from_single_file` runs); we add
-what `from_single_file` lacks: it loads with `strict=False` and only logs unused keys, and its ControlNet
+what `from_single_file` lacks: its load is not strict and only logs unused keys, and its ControlNet
 conversion fills absent keys with None. Here a source tensor that the conversion did not use, or a model key
 it did not produce, is an error naming the file, the config key and the keys.
 """
